@@ -1,0 +1,264 @@
+"""One typed settings object, loaded one way: defaults < config file < environment < CLI flags.
+
+`Settings` is also the graph's runtime context (`context_schema`), so LangGraph Studio shows and edits
+the same fields the CLI sets. The config file is TOML (`$OLLAGRAPH_HOME/config.toml`, or the path in
+`OLLAGRAPH_CONFIG` or `--config`) with the field names as keys. Every field can be set from the
+environment as `OLLAGRAPH_<FIELD>` (upper case); the model server also honours `OLLAMA_HOST`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ollagraph.agents.errors import ConfigError
+
+ALL_TOOLS: tuple[str, ...] = ("sql_query", "search_documents", "web_search")
+DEFAULT_MODEL = "smollm2:135m"
+DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+
+
+def _doc(text: str, **kwargs: Any) -> Any:
+    """Declare a dataclass field with a description (shown by Studio and `agent config`)."""
+    return field(metadata={"description": text}, **kwargs)
+
+
+@dataclass(kw_only=True)
+class Settings:
+    """Everything a run can be configured with. Each field says what it does."""
+
+    model: str = _doc(
+        "Ollama model that writes the plan, chooses tool calls and answers.", default=DEFAULT_MODEL
+    )
+    ollama_host: str = _doc(
+        "URL of the Ollama server. Empty: $OLLAMA_HOST, else http://127.0.0.1:11434.", default=""
+    )
+    temperature: float = _doc("Sampling temperature of the model (0 = deterministic).", default=0.0)
+    tools: tuple[str, ...] = _doc(
+        "Tools the model may call: any of sql_query, search_documents, web_search.",
+        default=ALL_TOOLS,
+    )
+    max_steps: int = _doc(
+        "Most tool-calling steps per question; reaching it gives a partial answer.", default=8
+    )
+    db: str = _doc(
+        "DuckDB database (or CSV/Parquet file) that sql_query reads. Empty: the bundled sample.",
+        default="",
+    )
+    docs: str = _doc(
+        "Documents store made by `agent ingest` that search_documents reads. "
+        "Empty: the bundled sample documents.",
+        default="",
+    )
+    max_rows: int = _doc("Most result rows sql_query shows the model.", default=20)
+    tool_timeout: float = _doc("Seconds one tool call may run before it is abandoned.", default=30.0)
+    web_timeout: float = _doc("Seconds a web search may wait for the network.", default=10.0)
+    embed_model: str = _doc(
+        "Embedding model for documents: 'minilm' (bundled all-MiniLM-L6-v2, offline) "
+        "or 'ollama:NAME' (an Ollama embedding model).",
+        default="minilm",
+    )
+    chunk_size: int = _doc("Tokens per chunk when ingesting documents.", default=512)
+    chunk_overlap: int = _doc("Tokens shared by neighbouring chunks when ingesting.", default=64)
+    request_timeout: float = _doc(
+        "Seconds to wait for one model response (longer than a cold model load).", default=600.0
+    )
+
+    def __post_init__(self) -> None:
+        self.tools = tuple(self.tools)
+        unknown = [name for name in self.tools if name not in ALL_TOOLS]
+        if unknown:
+            raise ConfigError(
+                f"Unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}."
+            )
+        for name in ("max_steps", "max_rows", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        if not 0 <= self.chunk_overlap < self.chunk_size:
+            raise ConfigError("`chunk_overlap` must be at least 0 and smaller than `chunk_size`.")
+        if self.temperature < 0:
+            raise ConfigError(f"`temperature` must be 0 or more, got {self.temperature}.")
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with the given fields changed (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def host(self) -> str:
+        """The Ollama server URL this run talks to, with scheme and port."""
+        return normalize_host(self.ollama_host or os.environ.get("OLLAMA_HOST", ""))
+
+
+def normalize_host(value: str) -> str:
+    """Turn an OLLAMA_HOST-style value (`host`, `host:port`, `0.0.0.0`, a URL) into a URL.
+
+    Args:
+        value: What the user wrote; empty means the default local server.
+    """
+    value = value.strip().rstrip("/")
+    if not value:
+        return DEFAULT_OLLAMA_HOST
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+    host, _, port = rest.partition(":")
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    if not port:
+        port = "443" if scheme == "https" else "11434"
+    return f"{scheme}://{host}:{port}"
+
+
+def field_descriptions() -> dict[str, str]:
+    """Return {field name: description} for every setting."""
+    return {f.name: f.metadata.get("description", "") for f in fields(Settings)}
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
+    """Convert a raw value from a file or the environment to the field's type."""
+    try:
+        if typing.get_origin(kind) is tuple:
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+                return tuple(raw)
+            raise ValueError("expected a list of names")
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind is int:
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError("expected a whole number")
+            return int(raw)
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError("expected a number")
+            return float(raw)
+        if kind is str:
+            if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+                raise ValueError("expected text")
+            return str(raw)
+    except ValueError as exc:
+        detail = str(exc) if "expected" in str(exc) else f"expected {kind.__name__}"
+        raise ConfigError(f"Invalid value {raw!r} for `{name}` in {where}: {detail}.") from None
+    raise ConfigError(f"Unsupported setting type for `{name}`.")  # pragma: no cover
+
+
+def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """Return the config file to read: the explicit path, $OLLAGRAPH_CONFIG, or the default.
+
+    Args:
+        explicit: A path given on the command line.
+
+    Returns:
+        The path, or None when no file was named and the default one does not exist.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("OLLAGRAPH_CONFIG"):
+        return Path(os.environ["OLLAGRAPH_CONFIG"]).expanduser()
+    from ollagraph.agents.paths import state_dir
+
+    default = state_dir(create=False) / "config.toml"
+    return default if default.is_file() else None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read and type-check a TOML config file.
+
+    Args:
+        path: The file.
+
+    Raises:
+        ConfigError: The file is missing, not TOML (the message names the line), or has unknown
+            keys or values of the wrong type.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"Config file {path} is a directory, not a file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc}.") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
+    kinds = _field_types()
+    unknown = sorted(set(data) - set(kinds))
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(unknown)} in {path}.",
+            hint=f"Valid settings: {', '.join(kinds)}.",
+        )
+    return {k: _convert(k, v, kinds[k], str(path)) for k, v in data.items()}
+
+
+def read_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read `OLLAGRAPH_<FIELD>` variables (and `OLLAMA_HOST`) into typed values.
+
+    Args:
+        env: The environment to read; defaults to `os.environ`.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    if env.get("OLLAMA_HOST"):
+        values["ollama_host"] = env["OLLAMA_HOST"]
+    for name, kind in _field_types().items():
+        var = f"OLLAGRAPH_{name.upper()}"
+        if env.get(var, "") != "":
+            values[name] = _convert(name, env[var], kind, f"${var}")
+    return values
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings for a run: defaults < config file < environment < overrides.
+
+    Args:
+        config_file: A config file named on the command line (else $OLLAGRAPH_CONFIG or the
+            default file in the state directory, if present).
+        overrides: Values from CLI flags; None values mean "not given".
+        env: The environment to read; defaults to `os.environ`.
+
+    Raises:
+        ConfigError: Any layer has an invalid or unknown value.
+    """
+    values: dict[str, Any] = {}
+    path = config_file_path(config_file)
+    if path is not None:
+        values.update(read_config_file(path))
+    values.update(read_env(env))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings(**values)
+
+
+__all__ = [
+    "ALL_TOOLS",
+    "DEFAULT_MODEL",
+    "Settings",
+    "field_descriptions",
+    "load_settings",
+    "normalize_host",
+    "read_config_file",
+    "read_env",
+]

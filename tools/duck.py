@@ -1,0 +1,115 @@
+"""Open DuckDB databases offline, with clear errors.
+
+Extensions (fts, vss) load from the `duckdb-ext-*` packages installed next to duckdb: their files sit
+in DuckDB's own extension-directory layout under `site-packages/duckdb_ext/extensions`, so pointing
+`extension_directory` there and running `LOAD` needs no network. Automatic install/load of
+extensions from the internet is switched off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ollagraph.agents.errors import DatabaseError
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@cache
+def extension_directory() -> Path | None:
+    """Return the folder holding the pip-installed DuckDB extension files, if any."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "extensions"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _config() -> dict[str, str | bool]:
+    config: dict[str, str | bool] = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+    }
+    ext_dir = extension_directory()
+    if ext_dir is not None:
+        config["extension_directory"] = str(ext_dir)
+    return config
+
+
+def explain_open_error(path: Path, exc: Exception) -> DatabaseError:
+    """Turn DuckDB's error on opening `path` into a message for the user.
+
+    Args:
+        path: The database file.
+        exc: What duckdb raised.
+    """
+    text = str(exc)
+    if "database does not exist" in text or (not path.exists() and "No such file" in text):
+        return DatabaseError(f"Database {path} does not exist.", hint="Check the --db path.")
+    if "Is a directory" in text or path.is_dir():
+        return DatabaseError(f"{path} is a directory, not a DuckDB database file.")
+    if "not a valid DuckDB database" in text:
+        return DatabaseError(
+            f"{path} is not a valid DuckDB database (corrupt, or another kind of file).",
+            hint="Point --db at a .duckdb file, or a .csv/.parquet file to load as a table.",
+        )
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        return DatabaseError(
+            f"Database {path} is locked by another process that has it open for writing.",
+            hint="Close that program (or its connection) and try again.",
+        )
+    if "newer version" in text or "older version" in text or "serialization" in text.lower():
+        return DatabaseError(f"Database {path} was written by an incompatible DuckDB: {text}")
+    if "Permission denied" in text:
+        return DatabaseError(f"No permission to read database {path}.")
+    return DatabaseError(f"Cannot open database {path}: {text}")
+
+
+def connect(
+    path: str | Path | None,
+    *,
+    read_only: bool,
+    extensions: Sequence[str] = (),
+) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB database with network extension loading off.
+
+    Args:
+        path: The database file; None or ":memory:" for an in-memory database.
+        read_only: Open the file read-only (it must then exist).
+        extensions: Extensions to load from the installed extension packages (e.g. "fts", "vss").
+
+    Raises:
+        DatabaseError: The file is missing, a directory, corrupt, locked, or an extension is not
+            installed.
+    """
+    import duckdb
+
+    target = ":memory:" if path in (None, ":memory:") else str(Path(str(path)).expanduser())
+    if target != ":memory:":
+        file = Path(target)
+        if file.is_dir():
+            raise DatabaseError(f"{file} is a directory, not a DuckDB database file.")
+        if read_only and not file.exists():
+            raise DatabaseError(f"Database {file} does not exist.", hint="Check the --db path.")
+    try:
+        conn = duckdb.connect(target, read_only=read_only and target != ":memory:", config=_config())
+    except duckdb.Error as exc:
+        raise explain_open_error(Path(target), exc) from None
+    for name in extensions:
+        try:
+            conn.execute(f"LOAD {name}")
+        except duckdb.Error as exc:
+            conn.close()
+            raise DatabaseError(
+                f"The DuckDB extension `{name}` could not be loaded offline: {exc}",
+                hint=f"Install it with: pip install duckdb-ext-{name}=={duckdb.__version__}.*",
+            ) from None
+    return conn
