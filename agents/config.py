@@ -1,9 +1,9 @@
 """One typed settings object, loaded one way: defaults < config file < environment < CLI flags.
 
-`Settings` is also the graph's runtime context (`context_schema`), so LangGraph Studio shows and edits
-the same fields the CLI sets. The config file is TOML (`$OLLAGRAPH_HOME/config.toml`, or the path in
-`OLLAGRAPH_CONFIG` or `--config`) with the field names as keys. Every field can be set from the
-environment as `OLLAGRAPH_<FIELD>` (upper case); the model server also honours `OLLAMA_HOST`.
+`Settings` is also the graph's runtime context (`context_schema`), so LangGraph Studio shows and
+edits the same fields the CLI sets. The config file is TOML (`$OLLAGRAPH_HOME/config.toml`, or the
+path in `OLLAGRAPH_CONFIG` or `--config`) with the field names as keys. Every field can be set from
+the environment as `OLLAGRAPH_<FIELD>` (upper case); the model server also honours `OLLAMA_HOST`.
 """
 
 from __future__ import annotations
@@ -56,8 +56,14 @@ class Settings:
         default="",
     )
     max_rows: int = _doc("Most result rows sql_query shows the model.", default=20)
-    tool_timeout: float = _doc("Seconds one tool call may run before it is abandoned.", default=30.0)
+    tool_timeout: float = _doc(
+        "Seconds one tool call may run before it is abandoned.", default=30.0
+    )
     web_timeout: float = _doc("Seconds a web search may wait for the network.", default=10.0)
+    max_tool_output: int = _doc(
+        "Most characters of one tool result fed back to the model (cut with a note).",
+        default=4000,
+    )
     embed_model: str = _doc(
         "Embedding model for documents: 'minilm' (bundled all-MiniLM-L6-v2, offline) "
         "or 'ollama:NAME' (an Ollama embedding model).",
@@ -76,9 +82,11 @@ class Settings:
             raise ConfigError(
                 f"Unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}."
             )
-        for name in ("max_steps", "max_rows", "chunk_size"):
+        for name in ("max_steps", "max_rows", "chunk_size", "max_tool_output"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        if self.max_steps > 100:
+            raise ConfigError(f"`max_steps` must be at most 100, got {self.max_steps}.")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise ConfigError("`chunk_overlap` must be at least 0 and smaller than `chunk_size`.")
         if self.temperature < 0:

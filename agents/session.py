@@ -1,0 +1,186 @@
+"""A conversation with the agent graph: one thread, turn after turn, with events as they happen.
+
+`Session` compiles the graph with a SQLite checkpointer under the state directory (so threads
+survive restarts), runs one question per `ask` call, and reports progress to a listener: the plan,
+each tool call with its duration, answer tokens as they stream, and the finished turn.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ollagraph.agents.config import Settings
+from ollagraph.agents.errors import StateDirError
+from ollagraph.agents.paths import state_path
+
+
+class Listener(Protocol):
+    """Receives a turn's progress. Every method is optional to act on."""
+
+    def plan(self, text: str) -> None:
+        """The model's plan for this turn."""
+
+    def tool_call(self, run: dict[str, Any]) -> None:
+        """A tool call finished (name, args, ok, seconds, output)."""
+
+    def answer_token(self, text: str) -> None:
+        """A piece of the final answer."""
+
+
+@dataclass
+class TurnResult:
+    """What one question produced.
+
+    Attributes:
+        answer: The final answer text.
+        plan: The plan the model wrote.
+        tool_calls: Each tool call with its arguments, outcome, output and seconds.
+        timings: Seconds spent per node (plan, act, tools, answer) and in total.
+        partial: True when the step limit cut the work short.
+        thread_id: The conversation this turn belongs to.
+    """
+
+    answer: str
+    plan: str
+    tool_calls: list[dict[str, Any]]
+    timings: dict[str, float]
+    partial: bool
+    thread_id: str
+
+    def as_json(self, model: str) -> dict[str, Any]:
+        """The `--json` document."""
+        return {
+            "answer": self.answer,
+            "plan": self.plan,
+            "tool_calls": self.tool_calls,
+            "timings": self.timings,
+            "partial": self.partial,
+            "thread_id": self.thread_id,
+            "model": model,
+        }
+
+
+def new_thread_id() -> str:
+    """A short random conversation id."""
+    return uuid.uuid4().hex[:12]
+
+
+def open_checkpointer(path: Path | None = None) -> Any:
+    """Open the SQLite checkpointer that keeps chat threads.
+
+    Args:
+        path: The database file (default: `threads.sqlite` in the state directory).
+
+    Raises:
+        StateDirError: The file cannot be opened or created.
+    """
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = path or state_path("threads.sqlite")
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+    except sqlite3.Error as exc:
+        raise StateDirError(
+            f"Cannot open the chat threads database {path}: {exc}.",
+            hint="Check the state directory's permissions and free space, or set OLLAGRAPH_HOME.",
+        ) from None
+    return saver
+
+
+@dataclass
+class Session:
+    """One conversation thread with the agent.
+
+    Attributes:
+        settings: The run's settings (the graph's runtime context).
+        thread_id: The conversation id; reuse it to continue a saved conversation.
+        model_factory: Overrides how chat models are made (tests pass scripted models).
+    """
+
+    settings: Settings
+    thread_id: str = field(default_factory=new_thread_id)
+    model_factory: Callable[[Settings], Any] | None = None
+    _graph: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def graph(self) -> Any:
+        """The compiled graph with the SQLite checkpointer (built on first use)."""
+        if self._graph is None:
+            from ollagraph.graphs.agent import build_graph
+
+            self._graph = build_graph(self.model_factory, checkpointer=open_checkpointer())
+        return self._graph
+
+    def history(self) -> list[tuple[str, str]]:
+        """The saved conversation as (role, text) pairs of questions and answers."""
+        from langchain_core.messages import AIMessage, HumanMessage
+
+        state = self.graph.get_state({"configurable": {"thread_id": self.thread_id}})
+        pairs = []
+        for message in state.values.get("messages", []) if state else []:
+            if isinstance(message, HumanMessage):
+                pairs.append(("user", message.text))
+            elif isinstance(message, AIMessage) and not message.tool_calls and message.text:
+                pairs.append(("assistant", message.text))
+        return pairs
+
+    def ask(self, question: str, listener: Listener | None = None) -> TurnResult:
+        """Run one question through the graph on this thread.
+
+        Args:
+            question: The user's question.
+            listener: Receives the plan, tool calls and answer tokens as they happen.
+
+        Raises:
+            OllagraphError: The model server or a configured data source failed.
+        """
+        from langchain_core.messages import HumanMessage
+
+        config = {"configurable": {"thread_id": self.thread_id}}
+        timings: dict[str, float] = {}
+        start = last = time.perf_counter()
+        stream = self.graph.stream(
+            {"messages": [HumanMessage(question)]},
+            config=config,
+            context=self.settings,
+            stream_mode=["updates", "messages", "custom"],
+        )
+        for mode, payload in stream:
+            if mode == "messages":
+                chunk, meta = payload
+                if meta.get("langgraph_node") == "answer" and listener and chunk.text:
+                    listener.answer_token(chunk.text)
+            elif mode == "custom":
+                if isinstance(payload, dict) and payload.get("answer_prefix") and listener:
+                    listener.answer_token(payload["answer_prefix"])
+            elif mode == "updates":
+                now = time.perf_counter()
+                for node, update in payload.items():
+                    timings[node] = round(timings.get(node, 0.0) + now - last, 4)
+                    if listener and isinstance(update, dict):
+                        if node == "plan":
+                            listener.plan(update.get("plan", ""))
+                        elif node == "tools":
+                            done = len(update.get("messages", []))
+                            for run in update.get("tool_runs", [])[-done:] if done else []:
+                                listener.tool_call(dict(run))
+                last = now
+        timings["total"] = round(time.perf_counter() - start, 4)
+        values = self.graph.get_state(config).values
+        final = values["messages"][-1]
+        return TurnResult(
+            answer=final.text,
+            plan=values.get("plan", ""),
+            tool_calls=[dict(run) for run in values.get("tool_runs", [])],
+            timings=timings,
+            partial=bool(values.get("partial")),
+            thread_id=self.thread_id,
+        )

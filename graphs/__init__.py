@@ -1,0 +1,1 @@
+"""LangGraph graphs. Each module exports a compiled `graph` (see langgraph.json)."""

@@ -1,0 +1,168 @@
+"""The agent graph: plan → act ⇄ tools → answer.
+
+- `plan`: the model writes a short numbered plan naming the tools it intends to use.
+- `act`: the model, with the enabled tools bound, calls the next tool(s) or decides it can answer.
+- `tools`: runs the calls; every failure returns to the model as a readable error, and the run
+  goes on.
+- `answer`: the model writes the final answer from this turn's tool results (streamed to the user).
+
+The loop is bounded by `max_steps`: when the model still wants tools at the limit, `answer` writes a
+partial answer from what was found, and says so. The run's settings arrive as the runtime context
+(`Settings`), so LangGraph Studio can edit them. The exported `graph` has no checkpointer (Studio
+brings its own); the CLI builds one with a SQLite checkpointer through `build_graph`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer
+from ollagraph.agents.config import Settings, load_settings
+from ollagraph.agents.errors import OllagraphError
+from ollagraph.agents.models import ModelFactory, chat_model, model_errors
+from ollagraph.graphs import prompts
+from ollagraph.graphs.state import InputState, State, ToolRun
+from ollagraph.tools.registry import tool_specs
+from ollagraph.tools.runner import execute
+
+RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
+
+
+def run_settings(runtime: Runtime[Settings]) -> Settings:
+    """The settings of this run: the runtime context, else the configured defaults."""
+    context = runtime.context
+    return context if isinstance(context, Settings) else load_settings()
+
+
+def _database_schema(settings: Settings) -> str | None:
+    if "sql_query" not in settings.tools:
+        return None
+    from ollagraph.tools.sql import describe_database
+
+    try:
+        return describe_database(settings)
+    except OllagraphError as exc:
+        return f"(the database cannot be read: {exc.message})"
+
+
+def _text(message: BaseMessage) -> str:
+    return message.text.strip()
+
+
+def build_graph(
+    model_factory: ModelFactory | None = None,
+    checkpointer: Checkpointer = None,
+    name: str = "agent",
+) -> Any:
+    """Build and compile the agent graph.
+
+    Args:
+        model_factory: Makes the chat model from the run's settings (default: `ChatOllama`).
+            Tests pass scripted models here.
+        checkpointer: Persists threads (the CLI passes a SQLite saver); None for Studio.
+        name: The compiled graph's name.
+    """
+    make_model = model_factory or chat_model
+
+    def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = run_settings(runtime)
+        messages = prompts.plan_messages(
+            state["messages"], settings.tools, _database_schema(settings)
+        )
+        with model_errors(settings):
+            reply = make_model(settings).invoke(messages)
+        return {"plan": _text(reply), "steps": 0, "tool_runs": [], "partial": False}
+
+    def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = run_settings(runtime)
+        model = make_model(settings)
+        specs = tool_specs(settings.tools)
+        bound = model.bind_tools(specs) if specs else model
+        messages = prompts.act_messages(
+            state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
+        )
+        with model_errors(settings):
+            reply = bound.invoke(messages)
+        return {"messages": [reply]}
+
+    def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:
+        last = state["messages"][-1]
+        wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
+        if wants_tools and state.get("steps", 0) < run_settings(runtime).max_steps:
+            return "tools"
+        return "answer"
+
+    def tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = run_settings(runtime)
+        last = state["messages"][-1]
+        assert isinstance(last, AIMessage)
+        results: list[ToolMessage] = []
+        runs: list[ToolRun] = []
+        for call in last.tool_calls:
+            outcome = execute(call["name"], call["args"], settings)
+            results.append(
+                ToolMessage(
+                    content=outcome.content,
+                    tool_call_id=call["id"] or "",
+                    name=call["name"],
+                    status="success" if outcome.ok else "error",
+                )
+            )
+            runs.append(
+                ToolRun(
+                    name=call["name"],
+                    args=call["args"],
+                    ok=outcome.ok,
+                    seconds=round(outcome.seconds, 4),
+                    output=outcome.content,
+                )
+            )
+        return {
+            "messages": results,
+            "tool_runs": [*state.get("tool_runs", []), *runs],
+            "steps": state.get("steps", 0) + 1,
+        }
+
+    def answer(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = run_settings(runtime)
+        last = state["messages"][-1]
+        partial = isinstance(last, AIMessage) and bool(last.tool_calls)
+        prefix = ""
+        if partial:
+            prefix = (
+                f"Partial answer: I stopped after {settings.max_steps} tool steps (the step "
+                "limit) before finishing.\n\n"
+            )
+            get_stream_writer()({"answer_prefix": prefix})
+        messages = prompts.answer_messages(
+            state["messages"], settings.max_steps if partial else None
+        )
+        with model_errors(settings):
+            reply = make_model(settings).invoke(messages)
+        text = _text(reply) or "(The model returned an empty answer.)"
+        # Replace act's last message (a DONE decision, or tool calls cut off by the step limit),
+        # so the thread keeps one answer per question and no unanswered tool call.
+        final = AIMessage(
+            content=prefix + text, id=last.id if isinstance(last, AIMessage) else None
+        )
+        return {"messages": [final], "partial": partial}
+
+    builder = StateGraph(State, input_schema=InputState, context_schema=Settings)
+    builder.add_node("plan", plan)
+    builder.add_node("act", act)
+    builder.add_node("tools", tools)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "plan")
+    builder.add_edge("plan", "act")
+    builder.add_conditional_edges("act", route, ["tools", "answer"])
+    builder.add_edge("tools", "act")
+    builder.add_edge("answer", END)
+    compiled = builder.compile(checkpointer=checkpointer, name=name)
+    return compiled.with_config(recursion_limit=RECURSION_LIMIT)
+
+
+graph = build_graph()

@@ -1,0 +1,136 @@
+"""Run one tool call the model asked for, and always come back with text for the model.
+
+Whatever goes wrong — an unknown tool name, arguments that do not fit the schema, a tool that
+raises, a tool that runs too long — becomes an error text that names the tool, the arguments, the
+error and the valid choices, and invites a retry. Nothing here ends a run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ollagraph.agents.config import Settings
+from ollagraph.agents.errors import OllagraphError, ToolError
+from ollagraph.tools.context import using_settings
+from ollagraph.tools.registry import TOOLS, tool_specs
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    """What one tool call produced.
+
+    Attributes:
+        content: The text the model reads (a result or an error explanation).
+        ok: False when `content` explains an error.
+        seconds: Wall time of the call.
+        error: The bare error message, when the call failed.
+    """
+
+    content: str
+    ok: bool
+    seconds: float
+    error: str | None = None
+
+
+def _args_text(args: Any) -> str:
+    try:
+        text = json.dumps(args, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(args)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _run_with_timeout(func: Any, kwargs: dict[str, Any], timeout: float) -> Any:
+    """Call func(**kwargs) in a daemon thread; raise TimeoutError if it outlives `timeout`.
+
+    The thread carries the caller's context variables (the run's settings). A tool that ignores
+    the timeout keeps running in the background, but the run goes on without it.
+    """
+    box: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(func, **kwargs)
+        except BaseException as exc:  # handed back to the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"tool-{getattr(func, '__name__', '?')}")
+    thread.daemon = True
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n… [output cut at {limit} of {len(text)} characters]"
+
+
+def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
+    """Validate and run one tool call under the run's settings.
+
+    Args:
+        name: The tool the model named.
+        args: The arguments the model gave (a dict, ideally).
+        settings: The run's settings (enabled tools, time limit, output cap, data paths).
+    """
+    start = time.perf_counter()
+    enabled = [t for t in settings.tools if t in TOOLS]
+    choices = ", ".join(enabled) or "none"
+
+    def failed(message: str, hint: str) -> ToolOutcome:
+        content = f"Error: {message} {hint}".strip()
+        return ToolOutcome(content, False, time.perf_counter() - start, message)
+
+    if name not in enabled:
+        return failed(
+            f"`{name}` is not a valid tool.", f"Try one of [{choices}] with its arguments."
+        )
+    spec = tool_specs([name])[0]
+    call = f"`{name}` with arguments {_args_text(args)}"
+    if not isinstance(args, dict):
+        return failed(f"{call}: arguments must be a JSON object.", "Call it again with an object.")
+    schema = spec.args_schema
+    try:
+        validated = schema.model_validate(args)  # type: ignore[union-attr]
+    except Exception as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+            for e in getattr(exc, "errors", lambda: [])()
+        ) or str(exc)
+        expected = ", ".join(f"{k}: {v.get('type', 'any')}" for k, v in spec.args.items())
+        return failed(
+            f"{call} has invalid arguments ({problems}).",
+            f"Expected arguments: {{{expected}}}. Fix them and call again.",
+        )
+    kwargs = {k: v for k, v in validated.model_dump().items() if k in spec.args}
+    try:
+        with using_settings(settings):
+            result = _run_with_timeout(TOOLS[name], kwargs, settings.tool_timeout)
+    except TimeoutError:
+        return failed(
+            f"{call} timed out after {settings.tool_timeout:g} s.",
+            "Try a simpler request, or another tool.",
+        )
+    except ToolError as exc:
+        return failed(f"{call} failed: {exc.message}", "Fix the arguments and try again.")
+    except OllagraphError as exc:
+        return failed(f"{call} failed: {exc.message}", f"Use another tool from [{choices}].")
+    except Exception as exc:
+        return failed(
+            f"{call} failed: {type(exc).__name__}: {exc}",
+            f"Try again with other arguments, or use another tool from [{choices}].",
+        )
+    content = _truncate(str(result), settings.max_tool_output)
+    return ToolOutcome(content, True, time.perf_counter() - start)
