@@ -126,6 +126,7 @@ def langgraph_dev(workdir: Path) -> Iterator[tuple[str, Path]]:
 def _sample_duck_count() -> int:
     """Count the ducks of the bundled sample database (building it in the state directory)."""
     import duckdb
+
     from ollagraph.data import sample_database
 
     with duckdb.connect(str(sample_database()), read_only=True) as conn:
@@ -198,12 +199,6 @@ def test_studio_runs_the_agent_graph(fake_ollama: FakeOllama, tmp_path: Path) ->
     assert sent_results and str(count) in sent_results[-1]
 
 
-@pytest.mark.xfail(
-    sys.version_info < (3, 12),
-    strict=True,
-    reason="graphs/state.py uses typing.TypedDict; on Python < 3.12 pydantic needs "
-    "typing_extensions.TypedDict to build the input/output schemas Studio shows",
-)
 def test_studio_gets_the_graph_input_and_output_schemas(tmp_path: Path) -> None:
     from langgraph_sdk import get_sync_client
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import ModelError
 from ollagraph.graphs.agent import build_graph
 from ollagraph.tools import registry
-
+from ollagraph.tools.duck import connect
 from tests.scripted_model import ScriptedChatModel, ScriptExhausted
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "agent_graph.mmd"
@@ -35,7 +35,9 @@ def tool_messages(state: dict) -> list[ToolMessage]:
 def sample_duck_count() -> int:
     from ollagraph.data import sample_database
 
-    with duckdb.connect(str(sample_database()), read_only=True) as conn:
+    # opened as the tool opens it: DuckDB refuses a second in-process connection to the same
+    # file with another configuration
+    with connect(sample_database(), read_only=True) as conn:
         return conn.execute("SELECT COUNT(*) FROM ducks").fetchone()[0]
 
 
