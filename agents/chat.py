@@ -12,11 +12,12 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from rich.console import Console
+
 from ollagraph.agents.errors import ConfigError, OllagraphError
 from ollagraph.agents.paths import state_path
 from ollagraph.agents.render import Renderer
 from ollagraph.agents.session import Session, new_thread_id
-from rich.console import Console
 
 HELP = """Commands:
   /help          this list

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from ollagraph.agents import __version__
 from ollagraph.agents.errors import OllagraphError
 

@@ -21,6 +21,7 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
+
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import ModelFactory, chat_model, model_errors

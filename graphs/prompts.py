@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage, ToolMessage
+
 from ollagraph.tools.registry import summary
 
 HISTORY_TURNS = 4

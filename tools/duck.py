@@ -1,8 +1,8 @@
 """Open DuckDB databases offline, with clear errors.
 
-Extensions (fts, vss) load from the `duckdb-ext-*` packages installed next to duckdb: their files sit
-in DuckDB's own extension-directory layout under `site-packages/duckdb_ext/extensions`, so pointing
-`extension_directory` there and running `LOAD` needs no network. Automatic install/load of
+Extensions (fts, vss) load from the `duckdb-ext-*` packages installed next to duckdb: their files
+sit in DuckDB's own extension-directory layout under `site-packages/duckdb_ext/extensions`, so
+pointing `extension_directory` there and running `LOAD` needs no network. Automatic install/load of
 extensions from the internet is switched off.
 """
 
@@ -100,7 +100,9 @@ def connect(
         if read_only and not file.exists():
             raise DatabaseError(f"Database {file} does not exist.", hint="Check the --db path.")
     try:
-        conn = duckdb.connect(target, read_only=read_only and target != ":memory:", config=_config())
+        conn = duckdb.connect(
+            target, read_only=read_only and target != ":memory:", config=_config()
+        )
     except duckdb.Error as exc:
         raise explain_open_error(Path(target), exc) from None
     for name in extensions:

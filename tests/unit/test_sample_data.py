@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from ollagraph.data import build_sample, sample_database, sample_docs_dir
 from ollagraph.data.build_sample import SAMPLE_VERSION, build
 
