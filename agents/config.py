@@ -51,8 +51,8 @@ class Settings:
         default="",
     )
     docs: str = _doc(
-        "Documents store made by `agent ingest` that search_documents reads. "
-        "Empty: the bundled sample documents.",
+        "Documents store made by `agent ingest` that search_documents reads. Empty: the store "
+        "`agent ingest` writes without --docs if it exists, else the bundled sample documents.",
         default="",
     )
     max_rows: int = _doc("Most result rows sql_query shows the model.", default=20)
@@ -69,8 +69,10 @@ class Settings:
         "or 'ollama:NAME' (an Ollama embedding model).",
         default="minilm",
     )
-    chunk_size: int = _doc("Tokens per chunk when ingesting documents.", default=512)
-    chunk_overlap: int = _doc("Tokens shared by neighbouring chunks when ingesting.", default=64)
+    chunk_size: int = _doc(
+        "Tokens per chunk when ingesting documents (MiniLM reads at most 256).", default=256
+    )
+    chunk_overlap: int = _doc("Tokens shared by neighbouring chunks when ingesting.", default=32)
     request_timeout: float = _doc(
         "Seconds to wait for one model response (longer than a cold model load).", default=600.0
     )

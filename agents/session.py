@@ -127,9 +127,9 @@ class Session:
         pairs = []
         for message in state.values.get("messages", []) if state else []:
             if isinstance(message, HumanMessage):
-                pairs.append(("user", message.text))
+                pairs.append(("user", str(message.text)))
             elif isinstance(message, AIMessage) and not message.tool_calls and message.text:
-                pairs.append(("assistant", message.text))
+                pairs.append(("assistant", str(message.text)))
         return pairs
 
     def ask(self, question: str, listener: Listener | None = None) -> TurnResult:
@@ -177,7 +177,7 @@ class Session:
         values = self.graph.get_state(config).values
         final = values["messages"][-1]
         return TurnResult(
-            answer=final.text,
+            answer=str(final.text),
             plan=values.get("plan", ""),
             tool_calls=[dict(run) for run in values.get("tool_runs", [])],
             timings=timings,
