@@ -76,6 +76,41 @@ class Settings:
     request_timeout: float = _doc(
         "Seconds to wait for one model response (longer than a cold model load).", default=600.0
     )
+    tool_strategy: str = _doc(
+        "How the model calls tools: 'auto' (native tools when the model reports the `tools` "
+        "capability, else constrained JSON), 'native', or 'constrained'.",
+        default="auto",
+    )
+    constrained_retries: int = _doc(
+        "Extra attempts when a constrained tool choice fails validation.", default=2
+    )
+    keep_alive: str = _doc(
+        "How long the server keeps the model loaded after a request (Ollama duration, e.g. "
+        "'5m', '-1' forever, '0' unload at once).",
+        default="5m",
+    )
+    num_ctx_cap: int = _doc(
+        "Largest context window (tokens) to ask for; the toolkit sizes num_ctx to fit the "
+        "prompt, tool schemas and history up to this.",
+        default=8192,
+    )
+    manage_server: bool = _doc(
+        "Start a model server when none answers at the host (`ollama serve` if an ollama "
+        "executable is found, else the embedded engine).",
+        default=True,
+    )
+    ollama_path: str = _doc(
+        "Path of the ollama executable to start; empty: look for `ollama` on PATH.", default=""
+    )
+    leave_server_running: bool = _doc(
+        "Leave a server this toolkit started running when the command ends.", default=False
+    )
+    server_start_timeout: float = _doc(
+        "Seconds to wait for a started model server to answer.", default=60.0
+    )
+    auto_pull: bool = _doc(
+        "Pull a missing model (with a progress bar) before using it.", default=True
+    )
 
     def __post_init__(self) -> None:
         self.tools = tuple(self.tools)
@@ -91,6 +126,10 @@ class Settings:
             raise ConfigError(f"`max_steps` must be at most 100, got {self.max_steps}.")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise ConfigError("`chunk_overlap` must be at least 0 and smaller than `chunk_size`.")
+        if self.tool_strategy not in ("auto", "native", "constrained"):
+            raise ConfigError(
+                f"`tool_strategy` must be auto, native or constrained, got {self.tool_strategy!r}."
+            )
         if self.temperature < 0:
             raise ConfigError(f"`temperature` must be 0 or more, got {self.temperature}.")
 
