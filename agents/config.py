@@ -155,12 +155,17 @@ def normalize_host(value: str) -> str:
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "http", value
-    host, _, port = rest.partition(":")
+    rest, _, path = rest.partition("/")  # a server behind a proxy path: https://x/ollama
+    if rest.startswith("["):  # an IPv6 literal: [::1]:11434
+        host, _, port = rest.partition("]")
+        host, port = host + "]", port.removeprefix(":")
+    else:
+        host, _, port = rest.partition(":")
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     if not port:
         port = "443" if scheme == "https" else "11434"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
 
 
 def field_descriptions() -> dict[str, str]:

@@ -116,6 +116,22 @@ def check_database(settings: Settings) -> Path:
     return _database(settings).path
 
 
+def _explained_type(query: str) -> duckdb.StatementType:
+    """Return the type of the statement an EXPLAIN wraps (EXPLAIN also for one not found)."""
+    import duckdb
+
+    # The explained statement starts at the first token after EXPLAIN from which the rest of
+    # the text parses as one statement: past ANALYZE and any (options); comments are no tokens.
+    for position, _ in duckdb.tokenize(query)[1:]:
+        try:
+            inner = duckdb.extract_statements(query[position:])
+        except duckdb.Error:
+            continue
+        if len(inner) == 1:
+            return inner[0].type
+    return duckdb.StatementType.EXPLAIN
+
+
 def check_statement(query: str) -> None:
     """Accept exactly one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).
 
@@ -139,7 +155,9 @@ def check_statement(query: str) -> None:
             "Split the work into separate calls."
         )
     kind = statements[0].type
-    if kind not in (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN):
+    if kind == duckdb.StatementType.EXPLAIN:  # EXPLAIN ANALYZE runs the statement it explains
+        kind = _explained_type(query)
+    if kind != duckdb.StatementType.SELECT:
         raise ToolError(
             f"Only read-only queries are allowed (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, "
             f"EXPLAIN); this is a {kind.name} statement. The database cannot be changed."

@@ -1,0 +1,262 @@
+"""The tool runner: every way a tool call can go wrong comes back as text for the model.
+
+Real schemas from the registry; where a test needs a tool to misbehave, the `web_search` entry of
+`registry.TOOLS` is replaced by a function with the same signature (so its schema is unchanged).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ollagraph.agents.config import Settings
+from ollagraph.agents.errors import DatabaseError
+from ollagraph.tools import registry
+from ollagraph.tools.context import current_settings
+from ollagraph.tools.runner import ToolOutcome, execute
+
+WebSearch = Callable[..., object]
+
+
+@pytest.fixture
+def replace_web_search(monkeypatch: pytest.MonkeyPatch) -> Callable[[WebSearch], None]:
+    """Swap the function behind `web_search` (its schema stays the real one's)."""
+    registry.tool_specs(["web_search"])  # the cached schema comes from the real function
+
+    def replace(func: WebSearch) -> None:
+        monkeypatch.setitem(registry.TOOLS, "web_search", func)
+
+    return replace
+
+
+@pytest.fixture
+def release() -> Iterator[threading.Event]:
+    """An event that lets a deliberately stuck tool thread finish when the test ends."""
+    event = threading.Event()
+    yield event
+    event.set()
+
+
+@pytest.fixture
+def csv_settings(tmp_path: Path) -> Settings:
+    path = tmp_path / "ducks.csv"
+    path.write_text("name,units\nCaptain Quack,609\nBill,12\n")
+    return Settings(db=str(path), tools=("sql_query", "web_search"))
+
+
+def assert_failed(outcome: ToolOutcome) -> str:
+    assert outcome.ok is False
+    assert outcome.error is not None and outcome.error in outcome.content
+    assert outcome.content.startswith("Error: ")
+    assert outcome.seconds >= 0
+    return outcome.content
+
+
+# --- calls that never reach a tool -------------------------------------------------------------
+
+
+def test_a_real_call_succeeds(csv_settings: Settings) -> None:
+    outcome = execute(
+        "sql_query", {"query": "SELECT name FROM ducks ORDER BY units DESC LIMIT 1"}, csv_settings
+    )
+    assert outcome.ok and outcome.error is None
+    assert outcome.content == "| name |\n|---|\n| Captain Quack |\n(1 row)"
+
+
+def test_unknown_tool_lists_the_enabled_tools() -> None:
+    content = assert_failed(execute("sqll", {"query": "SELECT 1"}, Settings()))
+    assert content == (
+        "Error: `sqll` is not a valid tool. "
+        "Try one of [sql_query, search_documents, web_search] with its arguments."
+    )
+
+
+def test_a_disabled_tool_is_not_a_valid_tool() -> None:
+    settings = Settings(tools=("sql_query",))
+    content = assert_failed(execute("web_search", {"query": "ducks"}, settings))
+    assert content == (
+        "Error: `web_search` is not a valid tool. Try one of [sql_query] with its arguments."
+    )
+
+
+def test_no_tools_enabled() -> None:
+    content = assert_failed(execute("sql_query", {"query": "SELECT 1"}, Settings(tools=())))
+    assert "Try one of [none]" in content
+
+
+@pytest.mark.parametrize("args", [["SELECT 1"], "SELECT 1", None, 42])
+def test_arguments_must_be_an_object(args: object) -> None:
+    content = assert_failed(execute("sql_query", args, Settings()))
+    assert content.startswith("Error: `sql_query` with arguments ")
+    assert "arguments must be a JSON object" in content
+
+
+def test_missing_argument_names_it_and_lists_the_expected_ones() -> None:
+    content = assert_failed(execute("sql_query", {}, Settings()))
+    assert "`sql_query` with arguments {} has invalid arguments (query: Field required)" in content
+    assert "Expected arguments: {query: string}." in content
+
+
+def test_wrong_typed_arguments(replace_web_search: Callable[[WebSearch], None]) -> None:
+    called: list[object] = []
+
+    def fake(query: str, max_results: int = 5) -> str:
+        called.append(query)
+        return "ran"
+
+    replace_web_search(fake)
+    content = assert_failed(
+        execute("web_search", {"query": ["a", "b"], "max_results": "many"}, Settings())
+    )
+    assert "has invalid arguments (" in content
+    assert "query: Input should be a valid string" in content
+    assert "max_results: Input should be a valid integer" in content
+    assert "Expected arguments: {query: string, max_results: integer}." in content
+    assert called == []  # invalid arguments never reach the tool
+
+
+def test_extra_arguments_are_dropped_and_types_coerced(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def fake(query: str, max_results: int = 5) -> str:
+        seen.append((query, max_results))
+        return "ok"
+
+    replace_web_search(fake)
+    args = {"query": "ducks", "max_results": "3", "region": "uk"}
+    outcome = execute("web_search", args, Settings())
+    assert outcome.ok and outcome.content == "ok"
+    assert seen == [("ducks", 3)]
+
+
+def test_long_arguments_are_shortened_in_the_message() -> None:
+    content = assert_failed(execute("sql_query", {"query": 7, "x": "y" * 1000}, Settings()))
+    assert "y" * 280 in content and "y" * 400 not in content
+    assert "…" in content
+
+
+# --- calls that fail inside the tool -----------------------------------------------------------
+
+
+def test_tool_error_asks_to_fix_the_arguments(csv_settings: Settings) -> None:
+    content = assert_failed(execute("sql_query", {"query": "DELETE FROM ducks"}, csv_settings))
+    assert content.startswith(
+        'Error: `sql_query` with arguments {"query": "DELETE FROM ducks"} failed: '
+        "Only read-only queries are allowed"
+    )
+    assert content.endswith("Fix the arguments and try again.")
+
+
+def test_project_error_suggests_another_tool(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    def fake(query: str, max_results: int = 5) -> str:
+        raise DatabaseError("Database x.duckdb does not exist.", hint="Check the --db path.")
+
+    replace_web_search(fake)
+    outcome = execute("web_search", {"query": "ducks"}, Settings(tools=("web_search", "sql_query")))
+    content = assert_failed(outcome)
+    assert "failed: Database x.duckdb does not exist." in content
+    assert content.endswith("Use another tool from [web_search, sql_query].")
+    assert "Check the --db path" not in content  # the message, not the CLI hint
+
+
+def test_a_missing_database_reaches_the_model_as_text(tmp_path: Path) -> None:
+    settings = Settings(db=str(tmp_path / "gone.duckdb"))
+    content = assert_failed(execute("sql_query", {"query": "SELECT 1"}, settings))
+    assert "gone.duckdb does not exist." in content and "Use another tool from [" in content
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (RuntimeError("boom"), "failed: RuntimeError: boom"),
+        (KeyError("k"), "failed: KeyError: 'k'"),
+        (ZeroDivisionError("division by zero"), "failed: ZeroDivisionError: division by zero"),
+    ],
+)
+def test_unexpected_exceptions_are_named(
+    replace_web_search: Callable[[WebSearch], None], exc: Exception, expected: str
+) -> None:
+    def fake(query: str, max_results: int = 5) -> str:
+        raise exc
+
+    replace_web_search(fake)
+    content = assert_failed(execute("web_search", {"query": "ducks"}, Settings()))
+    assert expected in content
+    assert content.endswith(
+        "Try again with other arguments, or use another tool from "
+        "[sql_query, search_documents, web_search]."
+    )
+
+
+def test_a_slow_tool_times_out(
+    replace_web_search: Callable[[WebSearch], None], release: threading.Event
+) -> None:
+    def stuck(query: str, max_results: int = 5) -> str:
+        release.wait(30)
+        return "too late"
+
+    replace_web_search(stuck)
+    start = time.perf_counter()
+    outcome = execute("web_search", {"query": "ducks"}, Settings(tool_timeout=0.3))
+    elapsed = time.perf_counter() - start
+    content = assert_failed(outcome)
+    assert content == (
+        'Error: `web_search` with arguments {"query": "ducks"} timed out after 0.3 s. '
+        "Try a simpler request, or another tool."
+    )
+    assert 0.3 <= outcome.seconds < 2 and elapsed < 2
+
+
+def test_seconds_are_measured(replace_web_search: Callable[[WebSearch], None]) -> None:
+    def slowish(query: str, max_results: int = 5) -> str:
+        time.sleep(0.2)
+        return "done"
+
+    replace_web_search(slowish)
+    outcome = execute("web_search", {"query": "ducks"}, Settings())
+    assert outcome.ok and outcome.content == "done"
+    assert 0.2 <= outcome.seconds < 2
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def test_long_output_is_cut_with_a_note(replace_web_search: Callable[[WebSearch], None]) -> None:
+    replace_web_search(lambda query, max_results=5: "x" * 50)
+    outcome = execute("web_search", {"query": "ducks"}, Settings(max_tool_output=10))
+    assert outcome.ok
+    assert outcome.content == "x" * 10 + "\n… [output cut at 10 of 50 characters]"
+    exact = execute("web_search", {"query": "ducks"}, Settings(max_tool_output=50))
+    assert exact.content == "x" * 50
+
+
+def test_non_text_results_become_text(replace_web_search: Callable[[WebSearch], None]) -> None:
+    replace_web_search(lambda query, max_results=5: 42)
+    assert execute("web_search", {"query": "ducks"}, Settings()).content == "42"
+
+
+def test_settings_reach_the_tool_in_its_worker_thread(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    seen: list[tuple[str, int, str]] = []
+
+    def spy(query: str, max_results: int = 5) -> str:
+        settings = current_settings()
+        seen.append((settings.model, settings.max_rows, threading.current_thread().name))
+        return "ok"
+
+    replace_web_search(spy)
+    outcome = execute("web_search", {"query": "ducks"}, Settings(model="m-under-test", max_rows=3))
+    assert outcome.ok
+    [(model, max_rows, thread)] = seen
+    assert (model, max_rows) == ("m-under-test", 3)
+    assert thread != threading.current_thread().name and thread.startswith("tool-")
+    assert current_settings() == Settings()  # nothing leaks out of the call
