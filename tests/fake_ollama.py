@@ -11,6 +11,15 @@ clients (`ollama.Client`, langchain-ollama's `ChatOllama`) run unchanged against
   `completion` and `tools`), `GET /api/ps`, and `GET /` ("Ollama is running").
 - An unknown model answers 404 with Ollama's own messages: `model "x" not found, try pulling it
   first` on chat, `model 'x' not found` on show.
+- `POST /api/pull` streams NDJSON progress like Ollama: `pulling manifest`, then per layer
+  `pulling <digest>` events with `digest`, `total` and `completed`, then `verifying sha256
+  digest`, `writing manifest`, `success`. A model in `pullable` (see `add_pullable`) is added to
+  `models` when its pull succeeds; a model already present pulls with no layers; anything else
+  (or every pull, when `pull_error` is set, e.g. to simulate no network) streams
+  `{"error": ...}` after the manifest line, as Ollama does.
+- `show_overrides[name]` replaces top-level fields of that model's `/api/show` answer (a value of
+  None removes the field, e.g. `capabilities` for a server older than 0.6); `digests[name]`
+  sets the digest `/api/tags` reports for it.
 
 Every request is recorded as `(path, parsed JSON body or None)` in `server.requests`, so a test can
 assert exactly what a client sent (tools, `options.temperature`, `options.num_ctx`, `keep_alive`).
@@ -96,6 +105,10 @@ class FakeOllama:
         port: Port to bind; 0 picks a free one.
         chunk_delay: Seconds to sleep between streamed chunks (0: none).
         requests: Every request received, as `(path, parsed JSON body or None)`.
+        pullable: Models `/api/pull` can fetch, each with the progress events to stream.
+        pull_error: When set, every `/api/pull` fails with this message (after the manifest line).
+        show_overrides: Per model, top-level `/api/show` fields to replace (None removes one).
+        digests: Per model, the digest `/api/tags` reports (default: 64 zeros).
     """
 
     models: Sequence[str] = DEFAULT_MODELS
@@ -104,6 +117,10 @@ class FakeOllama:
     chunk_delay: float = 0.0
     requests: list[tuple[str, Any]] = field(default_factory=list)
     record_to: TextIO | None = None
+    pullable: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pull_error: str | None = None
+    show_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
     _queue: deque[ScriptedReply] = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _httpd: ThreadingHTTPServer | None = field(default=None, repr=False)
@@ -144,6 +161,38 @@ class FakeOllama:
         """Queue replies given in their JSON script form (see the module docstring)."""
         for reply in replies:
             self._push(ScriptedReply.from_json(reply))
+
+    def add_pullable(
+        self, name: str, layers: Sequence[tuple[str, int]] = (), *, steps: int = 3
+    ) -> None:
+        """Make `name` pullable, streaming `steps` progress events per `(digest, size)` layer.
+
+        Args:
+            name: The model (`x` means `x:latest`).
+            layers: The layers' digests and sizes in bytes; default: one 1,000-byte layer.
+            steps: Progress events per layer (the last one has `completed == total`).
+        """
+        layers = list(layers) or [("sha256:" + "1" * 64, 1000)]
+        events: list[dict[str, Any]] = []
+        for digest, size in layers:
+            events.append({"status": f"pulling {digest}", "digest": digest, "total": size})
+            for step in range(1, steps + 1):
+                events.append(
+                    {
+                        "status": f"pulling {digest}",
+                        "digest": digest,
+                        "total": size,
+                        "completed": size * step // steps,
+                    }
+                )
+        with self._lock:
+            self.pullable[_with_tag(name)] = events
+
+    @property
+    def pull_requests(self) -> list[dict[str, Any]]:
+        """The bodies of every `/api/pull` request, in order."""
+        with self._lock:
+            return [body for path, body in self.requests if path == "/api/pull"]
 
     @property
     def remaining(self) -> int:
@@ -330,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body, error = self._read_body()
         number = self.fake._record(self.path, body)
-        if self.path not in ("/api/chat", "/api/show"):
+        if self.path not in ("/api/chat", "/api/show", "/api/pull"):
             self._send_text(404, "404 page not found")
             return
         if error is not None or not isinstance(body, dict):
@@ -339,6 +388,9 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model") or body.get("name") or ""
         if not model:
             self._send_json(400, {"error": "model is required"})
+            return
+        if self.path == "/api/pull":
+            self._pull(model, body)
             return
         if self.path == "/api/show":
             if not self.fake.has_model(model):
@@ -371,11 +423,20 @@ class _Handler(BaseHTTPRequestHandler):
             "model": tagged,
             "modified_at": "2025-01-01T00:00:00Z",
             "size": 1024,
-            "digest": _DIGEST,
+            "digest": self.fake.digests.get(tagged, _DIGEST),
             "details": self._details(),
         }
 
     def _show(self, model: str) -> dict[str, Any]:
+        show = self._default_show(model)
+        for key, value in self.fake.show_overrides.get(_with_tag(model), {}).items():
+            if value is None:
+                show.pop(key, None)
+            else:
+                show[key] = value
+        return show
+
+    def _default_show(self, model: str) -> dict[str, Any]:
         return {
             "modelfile": f"# Scripted model served by tests/fake_ollama.py\nFROM {model}\n",
             "parameters": "",
@@ -389,6 +450,34 @@ class _Handler(BaseHTTPRequestHandler):
             "capabilities": ["completion", "tools"],
             "modified_at": "2025-01-01T00:00:00Z",
         }
+
+    def _pull(self, model: str, body: dict[str, Any]) -> None:
+        tagged = _with_tag(model)
+        fake = self.fake
+        with fake._lock:
+            events = fake.pullable.get(tagged)
+        present = fake.has_model(tagged)
+        error = fake.pull_error
+        if error is None and events is None and not present:
+            error = "pull model manifest: file does not exist"
+        parts: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        if error is not None:
+            parts.append({"error": error})
+        else:
+            parts += list(events or [])
+            parts += [
+                {"status": "verifying sha256 digest"},
+                {"status": "writing manifest"},
+                {"status": "success"},
+            ]
+            if not present:
+                with fake._lock:
+                    fake.models = (*fake.models, tagged)
+        if body.get("stream", True) is False:
+            last = parts[-1]
+            self._send_json(500 if "error" in last else 200, last)
+            return
+        self._send_stream(iter(parts))
 
     def _chat(self, model: str, body: dict[str, Any], number: int) -> None:
         messages = body.get("messages") or []

@@ -1,0 +1,847 @@
+"""Getting a model ready to answer: present, described, sized and loaded.
+
+Everything here talks to the server through the official `ollama` client, with the settings'
+`request_timeout` (longer than a cold model load):
+
+- `ensure_model` lists `/api/tags` and, when the model is missing and `settings.auto_pull` is on,
+  pulls it with `POST /api/pull`, streaming `PullEvent`s to a plain callback (the CLI draws them
+  with `ollagraph.agents.pull_progress`; this module never draws). Offline, a failed pull or
+  `auto_pull` off end in a `ModelError` naming the model and what to do.
+- `model_info` reads `/api/show`: capabilities (`completion`, `tools`, `vision`, `embedding`,
+  `thinking`), context length, family, size and quantization. It is cached in-process and on disk
+  (`$OLLAGRAPH_HOME/cache/model_info/<digest>.json`), keyed by the digest `/api/tags` reports, so a
+  re-pulled model is read again.
+- `num_ctx_for`, `fit_messages` and `plan_context` size the context window: system prompt, tool
+  schemas and history must fit, and when history does not, the oldest history goes first — never
+  the tool definitions, the system prompt or the current question.
+- `warm_up` loads the model with an empty chat and `keep_alive`; Ollama answers such a request with
+  `done_reason: "load"`, which `is_load_response` recognises: it is not an answer.
+
+Token counts are estimated as characters / 3.5 (`CHARS_PER_TOKEN`), a deliberately cautious
+figure for English text and JSON with small-model tokenizers; nothing here loads a tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ollagraph.agents.config import Settings
+from ollagraph.agents.errors import ModelError
+from ollagraph.agents.paths import state_path
+
+if TYPE_CHECKING:
+    import ollama
+
+M = TypeVar("M")
+
+CHARS_PER_TOKEN = 3.5
+"""Characters per token used for every estimate here (cautious: real English is nearer 4)."""
+MESSAGE_OVERHEAD_CHARS = 14
+"""Characters counted per message for the chat template's role markers (about 4 tokens)."""
+REPLY_TOKENS = 512
+"""Tokens kept free for the model's reply when sizing `num_ctx`."""
+MIN_NUM_CTX = 2048
+NUM_CTX_STEP = 1024
+INFO_CACHE_VERSION = 1
+KNOWN_CAPABILITIES = frozenset({"completion", "tools", "vision", "embedding", "thinking", "insert"})
+
+_info_cache: dict[str, ModelInfo] = {}
+_cache_lock = threading.Lock()
+
+
+# -- names and the client -------------------------------------------------------------------------
+
+
+def normalize_model_name(name: str) -> str:
+    """Give a model name Ollama's default tag: `qwen2.5` → `qwen2.5:latest`.
+
+    Args:
+        name: A model name, optionally with a namespace (`library/x`) and a tag (`x:3b`).
+    """
+    name = name.strip()
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def keep_alive_value(text: str) -> str | float:
+    """Convert the `keep_alive` setting to what Ollama accepts.
+
+    Ollama reads a JSON number as seconds (negative: forever) and a string as a Go duration
+    (`"5m"`, `"1h"`, `"0"`); the string `"-1"` is rejected ("missing unit in duration"), so numbers
+    are sent as numbers. Pass the result to `ChatOllama(keep_alive=...)` as well.
+
+    Args:
+        text: The setting (`"5m"`, `"-1"`, `"0"`, `"300"`).
+    """
+    text = str(text).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else number
+
+
+def client(settings: Settings, *, timeout: float | None = None) -> ollama.Client:
+    """An `ollama.Client` for `settings.host`.
+
+    Args:
+        settings: Server URL and `request_timeout`.
+        timeout: Seconds per request (default: `settings.request_timeout`, longer than a cold
+            model load); for a streamed pull it bounds the wait for each event.
+    """
+    import ollama
+
+    return ollama.Client(
+        host=settings.host,
+        timeout=settings.request_timeout if timeout is None else timeout,
+    )
+
+
+@contextlib.contextmanager
+def _server_errors(settings: Settings, model: str) -> Iterator[None]:
+    """Turn connection failures and timeouts into a `ModelError` with a next step."""
+    import httpx
+
+    host = settings.host
+    try:
+        yield
+    except (ConnectionError, httpx.ConnectError):
+        raise ModelError(
+            f"Could not reach Ollama at {host}.",
+            hint="Check that Ollama is running (`ollama serve` or `agent serve`), or set "
+            "OLLAMA_HOST / --host to where it runs.",
+        ) from None
+    except httpx.TimeoutException:
+        raise ModelError(
+            f"The model server at {host} did not answer within {settings.request_timeout:g} s "
+            f"(model '{model}').",
+            hint="Raise request_timeout, or use a smaller model.",
+        ) from None
+    except httpx.HTTPError as exc:
+        raise ModelError(f"Talking to the model server at {host} failed: {exc}.") from None
+
+
+# -- presence and pulling -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model the server has (one `/api/tags` entry).
+
+    Attributes:
+        name: Name with tag (`smollm2:135m`).
+        digest: Content digest; changes when the model is pulled again and differs.
+        size: Bytes on disk.
+    """
+
+    name: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class PullEvent:
+    """One progress event of `POST /api/pull`, as the server streamed it.
+
+    Attributes:
+        model: The model being pulled.
+        status: The server's status line (`pulling manifest`, `pulling <digest>`,
+            `verifying sha256 digest`, `success`).
+        digest: The layer this event is about, when it is about one.
+        total: The layer's size in bytes, when known.
+        completed: Bytes of the layer downloaded so far, when known.
+    """
+
+    model: str
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+
+PullCallback = Callable[[PullEvent], None]
+
+
+@dataclass
+class PullTally:
+    """Overall pull progress: the latest byte counts per layer digest, summed.
+
+    Feed it every `PullEvent`; `total` and `completed` are what one overall progress bar shows.
+    """
+
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def update(self, event: PullEvent) -> None:
+        """Record an event (events without a digest or a total change nothing)."""
+        if event.digest and event.total:
+            completed = min(event.completed or 0, event.total)
+            previous = self.layers.get(event.digest, (0, 0))[1]
+            self.layers[event.digest] = (event.total, max(previous, completed))
+
+    @property
+    def total(self) -> int:
+        """Bytes of every layer seen so far."""
+        return sum(total for total, _ in self.layers.values())
+
+    @property
+    def completed(self) -> int:
+        """Bytes downloaded so far, over all layers."""
+        return sum(done for _, done in self.layers.values())
+
+
+def list_models(settings: Settings) -> list[LocalModel]:
+    """The models the server has (`GET /api/tags`).
+
+    Args:
+        settings: Server URL and timeout.
+
+    Raises:
+        ModelError: The server cannot be reached or answers with an error.
+    """
+    import ollama
+
+    with _server_errors(settings, settings.model):
+        try:
+            listing = client(settings).list()
+        except ollama.ResponseError as exc:
+            raise ModelError(
+                f"The model server at {settings.host} could not list its models: {exc.error}."
+            ) from None
+    return [
+        LocalModel(name=entry.model, digest=entry.digest or "", size=int(entry.size or 0))
+        for entry in listing.models
+        if entry.model
+    ]
+
+
+def find_model(models: Sequence[LocalModel], name: str) -> LocalModel | None:
+    """The entry of `models` that `name` means (`x` matches `x:latest`), or None."""
+    wanted = normalize_model_name(name)
+    for entry in models:
+        if normalize_model_name(entry.name) == wanted:
+            return entry
+    return None
+
+
+def _choices(models: Sequence[LocalModel]) -> str:
+    if not models:
+        return "the server has no models yet"
+    return "choose a model you have: " + ", ".join(sorted(m.name for m in models))
+
+
+_OFFLINE_WORDS = (
+    "dial tcp",
+    "no such host",
+    "lookup ",
+    "network is unreachable",
+    "connection refused",
+    "i/o timeout",
+    "tls handshake",
+    "temporary failure",
+    "timeout",
+    "no network",
+    "offline",
+)
+_MISSING_WORDS = ("file does not exist", "manifest unknown", "not found")
+
+
+def _pull_failed(model: str, error: str, have: Sequence[LocalModel]) -> ModelError:
+    low = error.lower()
+    if any(word in low for word in _OFFLINE_WORDS):
+        return ModelError(
+            f"No network to pull '{model}' ({error}).",
+            hint=f"Pull it on a connected machine with `ollama pull {model}`, or {_choices(have)}.",
+        )
+    if any(word in low for word in _MISSING_WORDS):
+        return ModelError(
+            f"The model '{model}' could not be found to pull ({error}).",
+            hint=f"Check the name (https://ollama.com/library), or {_choices(have)}.",
+        )
+    return ModelError(
+        f"Pulling '{model}' failed: {error}.",
+        hint=f"Try `ollama pull {model}` yourself, or {_choices(have)}.",
+    )
+
+
+def pull_model(
+    settings: Settings, model: str, progress: PullCallback | None = None
+) -> list[LocalModel]:
+    """Pull `model` with `POST /api/pull`, streaming progress events to `progress`.
+
+    Args:
+        settings: Server URL and timeout.
+        model: The model to pull.
+        progress: Called with every `PullEvent`; keep it quick (it runs on the reading thread).
+
+    Returns:
+        The server's models after the pull.
+
+    Raises:
+        ModelError: No network, no such model, or the server failed the pull.
+    """
+    import ollama
+
+    name = normalize_model_name(model)
+    have: list[LocalModel] = []
+    last = ""
+    with _server_errors(settings, name):
+        try:
+            for part in client(settings).pull(name, stream=True):
+                last = part.status or last
+                if progress is not None:
+                    progress(
+                        PullEvent(
+                            model=name,
+                            status=part.status or "",
+                            digest=part.digest or None,
+                            total=part.total,
+                            completed=part.completed,
+                        )
+                    )
+        except ollama.ResponseError as exc:
+            with contextlib.suppress(ModelError):
+                have = list_models(settings)
+            raise _pull_failed(name, str(exc.error), have) from None
+    have = list_models(settings)
+    if last != "success" or find_model(have, name) is None:
+        raise _pull_failed(name, f"the server ended the pull with status {last!r}", have)
+    return have
+
+
+def ensure_model(
+    settings: Settings, progress: PullCallback | None = None, *, model: str | None = None
+) -> LocalModel:
+    """Make sure the server has the model, pulling it when allowed.
+
+    Args:
+        settings: `model`, `auto_pull`, server URL and timeout.
+        progress: Receives `PullEvent`s while a pull runs (nothing is called when the model is
+            present).
+        model: Another model than `settings.model` (e.g. an Ollama embedding model).
+
+    Returns:
+        The server's entry for the model (name, digest, size).
+
+    Raises:
+        ModelError: The model is missing and `auto_pull` is off, or the pull failed (offline, no
+            such model), or the server cannot be reached.
+    """
+    name = model or settings.model
+    have = list_models(settings)
+    found = find_model(have, name)
+    if found is not None:
+        return found
+    if not settings.auto_pull:
+        raise ModelError(
+            f"Model '{name}' is not available on the Ollama server at {settings.host}.",
+            hint=f"Pull it with `ollama pull {name}` (or set auto_pull = true), or "
+            f"{_choices(have)}.",
+        )
+    have = pull_model(settings, name, progress)
+    found = find_model(have, name)
+    assert found is not None  # pull_model checked it
+    return found
+
+
+# -- model facts ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `/api/show` says about a model.
+
+    Attributes:
+        name: The model name with tag.
+        digest: The digest from `/api/tags` this was read for.
+        capabilities: Any of `completion`, `tools`, `vision`, `embedding`, `thinking`, `insert`.
+        context_length: The longest context the model was trained for (tokens), if reported.
+        family: Model family (`llama`, `qwen2`).
+        parameter_size: As reported (`135M`, `3.1B`).
+        quantization: Quantization level (`Q4_K_M`, `Q8_0`).
+        inferred: True when the server reported no capabilities and they were guessed from the
+            chat template (servers before Ollama 0.6).
+    """
+
+    name: str
+    digest: str
+    capabilities: frozenset[str]
+    context_length: int | None = None
+    family: str = ""
+    parameter_size: str = ""
+    quantization: str = ""
+    inferred: bool = False
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the model takes native `tools`."""
+        return "tools" in self.capabilities
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the disk cache's format)."""
+        data = asdict(self)
+        data["capabilities"] = sorted(self.capabilities)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ModelInfo:
+        """Rebuild from `to_json` output."""
+        length = data.get("context_length")
+        return cls(
+            name=str(data["name"]),
+            digest=str(data["digest"]),
+            capabilities=frozenset(str(c) for c in data.get("capabilities") or ()),
+            context_length=int(length) if length is not None else None,
+            family=str(data.get("family") or ""),
+            parameter_size=str(data.get("parameter_size") or ""),
+            quantization=str(data.get("quantization") or ""),
+            inferred=bool(data.get("inferred", False)),
+        )
+
+
+def parse_show(name: str, digest: str, show: Mapping[str, Any]) -> ModelInfo:
+    """Build a `ModelInfo` from an `/api/show` response body.
+
+    The context length is `model_info["<arch>.context_length"]`, where `<arch>` is
+    `model_info["general.architecture"]`. A server that sends no `capabilities` gets them inferred:
+    `completion`, plus `tools` when the chat template renders tools, plus `vision` when the model
+    has a vision projector.
+
+    Args:
+        name: The model name.
+        digest: Its digest from `/api/tags`.
+        show: The response body (as JSON).
+    """
+    info = show.get("model_info") or show.get("modelinfo") or {}
+    details = show.get("details") or {}
+    arch = str(info.get("general.architecture") or "")
+    length = info.get(f"{arch}.context_length") if arch else None
+    if length is None:
+        length = next(
+            (v for k, v in info.items() if k.endswith(".context_length") and v is not None), None
+        )
+    reported = show.get("capabilities")
+    inferred = reported is None
+    if reported is None:
+        template = str(show.get("template") or "")
+        caps = {"completion"}
+        if re.search(r"\.Tools\b|\.ToolCalls\b|\btools\b", template):
+            caps.add("tools")
+        if any(".vision." in key or key.startswith("clip.") for key in info):
+            caps.add("vision")
+    else:
+        caps = {str(c).lower() for c in reported}
+    return ModelInfo(
+        name=normalize_model_name(name),
+        digest=digest,
+        capabilities=frozenset(caps),
+        context_length=int(length) if isinstance(length, int | float) and length > 0 else None,
+        family=str(details.get("family") or arch),
+        parameter_size=str(details.get("parameter_size") or ""),
+        quantization=str(details.get("quantization_level") or ""),
+        inferred=inferred,
+    )
+
+
+def _cache_file(digest: str) -> str:
+    safe = re.sub(r"[^0-9A-Za-z]", "", digest)[:128]
+    return str(state_path("cache", "model_info", f"{safe}.json"))
+
+
+def _read_disk(digest: str, name: str) -> ModelInfo | None:
+    try:
+        with open(_cache_file(digest), encoding="utf-8") as handle:
+            data = json.load(handle)
+        if data.get("version") != INFO_CACHE_VERSION or data.get("digest") != digest:
+            return None
+        return replace(ModelInfo.from_json(data), name=normalize_model_name(name))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_disk(info: ModelInfo) -> None:
+    path = _cache_file(info.digest)
+    data = {"version": INFO_CACHE_VERSION, **info.to_json()}
+    with contextlib.suppress(OSError):
+        folder = os.path.dirname(path)
+        fd, tmp = tempfile.mkstemp(prefix=".info-", suffix=".json", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, indent=1)
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def clear_model_info_cache() -> None:
+    """Forget the in-process `model_info` cache (the disk cache stays)."""
+    with _cache_lock:
+        _info_cache.clear()
+
+
+def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
+    """Capabilities and context length of the model, cached per digest.
+
+    Asks `/api/tags` for the digest every time (cheap), then answers from the in-process cache,
+    else from the disk cache, else from `/api/show` (and fills both caches).
+
+    Args:
+        settings: `model`, server URL and timeout.
+        model: Another model than `settings.model`.
+
+    Raises:
+        ModelError: The model is not on the server (pull it first: `ensure_model`), or the
+            server cannot be reached.
+    """
+    import ollama
+
+    name = normalize_model_name(model or settings.model)
+    have = list_models(settings)
+    entry = find_model(have, name)
+    if entry is None:
+        raise ModelError(
+            f"Model '{name}' is not available on the Ollama server at {settings.host}.",
+            hint=f"Pull it with `ollama pull {name}`, or {_choices(have)}.",
+        )
+    key = entry.digest
+    if key:
+        with _cache_lock:
+            cached = _info_cache.get(key)
+        if cached is not None:
+            return replace(cached, name=name)
+        from_disk = _read_disk(key, name)
+        if from_disk is not None:
+            with _cache_lock:
+                _info_cache[key] = from_disk
+            return from_disk
+    with _server_errors(settings, name):
+        try:
+            show = client(settings).show(entry.name)
+        except ollama.ResponseError as exc:
+            raise ModelError(
+                f"The model server at {settings.host} could not describe '{name}': {exc.error}."
+            ) from None
+    info = parse_show(name, key, show.model_dump(by_alias=True, exclude_none=True))
+    if key:
+        with _cache_lock:
+            _info_cache[key] = info
+        _write_disk(info)
+    return info
+
+
+# -- context window -------------------------------------------------------------------------------
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens that `chars` characters take, estimated as chars / `CHARS_PER_TOKEN`, rounded up."""
+    return math.ceil(max(chars, 0) / CHARS_PER_TOKEN)
+
+
+def num_ctx_for(
+    info: ModelInfo | None,
+    *,
+    prompt_chars: int,
+    tools_chars: int,
+    cap: int,
+    reply_tokens: int = REPLY_TOKENS,
+) -> int:
+    """The `num_ctx` to ask for so the prompt, the tool schemas and a reply fit.
+
+    Estimated tokens (`estimate_tokens(prompt_chars + tools_chars)`) plus `reply_tokens`,
+    rounded up to a multiple of 1024, at least 2048, and never above `min(cap,
+    info.context_length)` (just `cap` when the context length is unknown). When the result is the
+    ceiling and still too small, drop history with `fit_messages`.
+
+    Args:
+        info: The model (for its context length), or None when unknown.
+        prompt_chars: Characters of every message sent: system prompt and history
+            (`messages_chars` counts them with per-message overhead).
+        tools_chars: Characters of the tool schemas as sent (`tool_schema_chars`).
+        cap: The largest window to ask for (`settings.num_ctx_cap`).
+        reply_tokens: Tokens kept free for the answer.
+    """
+    needed = estimate_tokens(prompt_chars + tools_chars) + max(reply_tokens, 0)
+    size = max(MIN_NUM_CTX, math.ceil(needed / NUM_CTX_STEP) * NUM_CTX_STEP)
+    ceiling = cap
+    if info is not None and info.context_length:
+        ceiling = min(cap, info.context_length)
+    return max(1, min(size, ceiling))
+
+
+_ROLES = {"human": "user", "ai": "assistant", "function": "tool"}
+
+
+def message_role(message: Any) -> str:
+    """The role of a `(role, text)` pair or a LangChain message: system, user, assistant, tool."""
+    if isinstance(message, tuple):
+        role = str(message[0])
+    else:
+        role = str(getattr(message, "type", None) or getattr(message, "role", "user"))
+    return _ROLES.get(role, role)
+
+
+def message_chars(message: Any) -> int:
+    """Characters a message takes in the prompt, including `MESSAGE_OVERHEAD_CHARS`.
+
+    Counts the text (string content, or the text of content parts) and, for an assistant
+    message that calls tools, its tool calls as JSON.
+
+    Args:
+        message: A `(role, text)` pair or a LangChain message.
+    """
+    if isinstance(message, tuple):
+        content: Any = message[1] if len(message) > 1 else ""
+        calls: Any = None
+    else:
+        content = getattr(message, "content", "")
+        calls = getattr(message, "tool_calls", None)
+    if isinstance(content, str):
+        size = len(content)
+    else:
+        size = len(json.dumps(content, ensure_ascii=False, default=str))
+    if calls:
+        size += len(json.dumps(calls, ensure_ascii=False, default=str))
+    return size + MESSAGE_OVERHEAD_CHARS
+
+
+def messages_chars(messages: Sequence[Any]) -> int:
+    """Sum of `message_chars` over `messages`."""
+    return sum(message_chars(m) for m in messages)
+
+
+def tool_schema_chars(schemas: Sequence[Any]) -> int:
+    """Characters of tool schemas as they are sent (compact JSON).
+
+    Args:
+        schemas: Tool schemas as dicts (Ollama's / OpenAI's `{"type": "function", ...}`), or
+            anything JSON-serialisable.
+    """
+    if not schemas:
+        return 0
+    return len(json.dumps(list(schemas), ensure_ascii=False, separators=(",", ":"), default=str))
+
+
+def _units(messages: Sequence[Any], last_user: int) -> list[list[int]]:
+    """Group message indexes into the pieces history is dropped in, oldest first.
+
+    Before the latest user message a piece is a whole earlier turn (the user message and the
+    replies and tool results after it); from the latest user message on, it is one assistant
+    message with the tool results that answer it. System messages stand alone.
+    """
+    units: list[list[int]] = []
+    for index, message in enumerate(messages):
+        role = message_role(message)
+        head = message_role(messages[units[-1][0]]) if units else ""
+        if (
+            not units
+            or role in ("system", "user")
+            or head == "system"
+            or (role == "assistant" and index > last_user)
+        ):
+            units.append([index])
+        else:
+            units[-1].append(index)
+    return units
+
+
+def fit_messages(
+    messages: Sequence[M],
+    *,
+    tools_chars: int,
+    num_ctx: int,
+    reply_tokens: int = REPLY_TOKENS,
+) -> list[M]:
+    """Drop the oldest history until messages, tool schemas and a reply fit in `num_ctx`.
+
+    The contract: the tool schemas are never what gives way (their size is reserved first);
+    system messages, the latest user message and the last message (with the tool call it answers)
+    are always kept. Everything else goes oldest first: earlier turns whole (a question with its
+    answers and tool results, so no reply is left without its question), then, within the current
+    turn, each tool call together with its results (so no result is left without its call).
+    Order is preserved. If even the kept messages do not fit, they are returned anyway
+    (`plan_context` reports it as `fits=False`).
+
+    Args:
+        messages: `(role, text)` pairs or LangChain messages, oldest first.
+        tools_chars: Characters of the tool schemas (`tool_schema_chars`).
+        num_ctx: The context window the request will use.
+        reply_tokens: Tokens kept free for the answer.
+    """
+    items = list(messages)
+    budget = num_ctx - max(reply_tokens, 0)
+
+    def fits(indexes: list[int]) -> bool:
+        chars = tools_chars + sum(message_chars(items[i]) for i in indexes)
+        return estimate_tokens(chars) <= budget
+
+    keep = list(range(len(items)))
+    if fits(keep):
+        return items
+    last_user = max((i for i, m in enumerate(items) if message_role(m) == "user"), default=-1)
+    protected = {len(items) - 1, last_user}
+    protected |= {i for i, m in enumerate(items) if message_role(m) == "system"}
+    dropped: set[int] = set()
+    for unit in _units(items, last_user):
+        if any(i in protected for i in unit):
+            continue
+        dropped.update(unit)
+        if fits([i for i in keep if i not in dropped]):
+            break
+    return [m for i, m in enumerate(items) if i not in dropped]
+
+
+@dataclass(frozen=True)
+class ContextPlan:
+    """The window and messages for one request.
+
+    Attributes:
+        num_ctx: Send as `options.num_ctx`.
+        messages: The messages to send (oldest history dropped if needed).
+        dropped: How many messages were left out.
+        fits: False when even the kept messages exceed `num_ctx` (the server will truncate).
+    """
+
+    num_ctx: int
+    messages: list[Any]
+    dropped: int
+    fits: bool
+
+
+def plan_context(
+    info: ModelInfo | None,
+    messages: Sequence[Any],
+    *,
+    tools_chars: int,
+    cap: int,
+    reply_tokens: int = REPLY_TOKENS,
+) -> ContextPlan:
+    """Size `num_ctx` for the messages and tool schemas, then drop oldest history if needed.
+
+    Args:
+        info: The model (`model_info`), or None when unknown.
+        messages: `(role, text)` pairs or LangChain messages, oldest first.
+        tools_chars: Characters of the tool schemas sent with the request (0 for none).
+        cap: `settings.num_ctx_cap`.
+        reply_tokens: Tokens kept free for the answer.
+    """
+    num_ctx = num_ctx_for(
+        info,
+        prompt_chars=messages_chars(messages),
+        tools_chars=tools_chars,
+        cap=cap,
+        reply_tokens=reply_tokens,
+    )
+    kept = fit_messages(
+        messages, tools_chars=tools_chars, num_ctx=num_ctx, reply_tokens=reply_tokens
+    )
+    total = estimate_tokens(tools_chars + messages_chars(kept)) + max(reply_tokens, 0)
+    return ContextPlan(
+        num_ctx=num_ctx, messages=kept, dropped=len(messages) - len(kept), fits=total <= num_ctx
+    )
+
+
+# -- loading --------------------------------------------------------------------------------------
+
+
+def _field(chunk: Any, name: str) -> Any:
+    if isinstance(chunk, Mapping):
+        return chunk.get(name)
+    return getattr(chunk, name, None)
+
+
+def is_load_response(chunk: Any) -> bool:
+    """Whether a chat response only reports that the model was loaded.
+
+    Ollama answers a chat with no messages by loading the model and sending one object with
+    `done: true` and `done_reason: "load"` and an empty message. It ends the request but is not an
+    answer: a reader waiting for the model's reply must not treat it as one (nor as an empty
+    reply).
+
+    Args:
+        chunk: A response body (dict) or an `ollama.ChatResponse`.
+    """
+    return _field(chunk, "done_reason") == "load"
+
+
+def is_final_response(chunk: Any) -> bool:
+    """Whether a chat chunk ends a real answer: `done` and not a load report."""
+    return bool(_field(chunk, "done")) and not is_load_response(chunk)
+
+
+def warm_up(settings: Settings, *, model: str | None = None) -> float:
+    """Load the model into memory now, with `keep_alive` from the settings.
+
+    Sends `POST /api/chat` with no messages; the server loads the model and answers
+    `done_reason: "load"`. With `keep_alive` 0 nothing is sent (it would unload the model).
+
+    Args:
+        settings: `model`, `keep_alive`, server URL and `request_timeout`.
+        model: Another model than `settings.model`.
+
+    Returns:
+        Seconds the load took (0.0 when skipped).
+
+    Raises:
+        ModelError: The model is missing, or the server failed or timed out.
+    """
+    import ollama
+
+    name = model or settings.model
+    keep_alive = keep_alive_value(settings.keep_alive)
+    if keep_alive == 0 or keep_alive == "0":
+        return 0.0
+    started = time.monotonic()
+    with _server_errors(settings, name):
+        try:
+            client(settings).chat(model=name, messages=[], keep_alive=keep_alive)
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise ModelError(
+                    f"Model '{name}' is not available on the Ollama server at {settings.host}.",
+                    hint=f"Pull it with `ollama pull {name}`, or choose another with --model.",
+                ) from None
+            raise ModelError(
+                f"The model server at {settings.host} could not load '{name}': {exc.error}."
+            ) from None
+    return time.monotonic() - started
+
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "ContextPlan",
+    "LocalModel",
+    "ModelInfo",
+    "PullCallback",
+    "PullEvent",
+    "PullTally",
+    "clear_model_info_cache",
+    "client",
+    "ensure_model",
+    "estimate_tokens",
+    "find_model",
+    "fit_messages",
+    "is_final_response",
+    "is_load_response",
+    "keep_alive_value",
+    "list_models",
+    "message_chars",
+    "message_role",
+    "messages_chars",
+    "model_info",
+    "normalize_model_name",
+    "num_ctx_for",
+    "parse_show",
+    "plan_context",
+    "pull_model",
+    "tool_schema_chars",
+    "warm_up",
+]
