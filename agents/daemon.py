@@ -260,6 +260,7 @@ class ServerHandle:
             if code is None:
                 return False
             if self.restarts >= MAX_RESTARTS:
+                _kill_group(self.process.pid)
                 raise ModelError(
                     f"The model server at {self.url} stopped unexpectedly twice "
                     f"(last {_describe_exit(code)}); see {self.log_path}.",
@@ -470,6 +471,9 @@ def _start_owned(settings: Settings, url: str) -> ServerHandle:
             other = probe(url)
             if other is not None and process.poll() is not None:
                 return ServerHandle(url=url, version=other)
+        raise
+    except BaseException:  # Ctrl-C while waiting: leave nothing running behind
+        _terminate_group(process, 1.0)
         raise
     handle = ServerHandle(
         url=url,
