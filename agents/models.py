@@ -32,8 +32,22 @@ def chat_model(settings: Settings) -> BaseChatModel:
         model=settings.model,
         base_url=settings.host,
         temperature=settings.temperature,
+        keep_alive=keep_alive_value(settings.keep_alive),
         client_kwargs={"timeout": settings.request_timeout},
     )
+
+
+def keep_alive_value(value: str) -> int | str:
+    """Ollama's `keep_alive`: a duration string ("5m") or a number of seconds (-1 = forever).
+
+    Args:
+        value: The setting as written.
+    """
+    text = value.strip()
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The agent graph: plan → act ⇄ tools → answer.
 
 - `plan`: the model writes a short numbered plan naming the tools it intends to use.
-- `act`: the model, with the enabled tools bound, calls the next tool(s) or decides it can answer.
+- `act`: the model calls the next tool(s) or decides it can answer — natively, or through one
+  schema-constrained JSON decision for models without tool calling (`agents.strategy`).
 - `tools`: runs the calls; every failure returns to the model as a readable error, and the run
   goes on.
 - `answer`: the model writes the final answer from this turn's tool results (streamed to the user).
@@ -25,6 +26,7 @@ from langgraph.types import Checkpointer
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import ModelFactory, chat_model, model_errors
+from ollagraph.agents.strategy import decide
 from ollagraph.graphs import prompts
 from ollagraph.graphs.state import InputState, State, ToolRun
 from ollagraph.tools.registry import tool_specs
@@ -80,14 +82,11 @@ def build_graph(
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         settings = run_settings(runtime)
-        model = make_model(settings)
-        specs = tool_specs(settings.tools)
-        bound = model.bind_tools(specs) if specs else model
         messages = prompts.act_messages(
             state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
         )
         with model_errors(settings):
-            reply = bound.invoke(messages)
+            reply = decide(settings, make_model(settings), messages, tool_specs(settings.tools))
         return {"messages": [reply]}
 
     def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:

@@ -32,6 +32,7 @@ class ScriptedChatModel(BaseChatModel):
     replies: list[AIMessage] = Field(default_factory=list)
     calls: list[list[BaseMessage]] = Field(default_factory=list)
     bound_tools: list[list[str]] = Field(default_factory=list)
+    call_kwargs: list[dict[str, Any]] = Field(default_factory=list)
     current_tools: list[str] = Field(default_factory=list)
 
     @property
@@ -59,11 +60,13 @@ class ScriptedChatModel(BaseChatModel):
         clone = self.model_copy()
         # share the queue and the records with the original
         clone.replies, clone.calls, clone.bound_tools = self.replies, self.calls, self.bound_tools
+        clone.call_kwargs = self.call_kwargs
         clone.current_tools = names
         return clone
 
-    def _next(self, messages: list[BaseMessage]) -> AIMessage:
+    def _next(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
         self.calls.append(list(messages))
+        self.call_kwargs.append(dict(kwargs))
         self.bound_tools.append(list(self.current_tools))
         if not self.replies:
             raise ScriptExhausted(f"no scripted reply left for call {len(self.calls)}")
@@ -76,7 +79,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._next(messages))])
+        return ChatResult(generations=[ChatGeneration(message=self._next(messages, kwargs))])
 
     def _stream(
         self,
@@ -85,7 +88,7 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        reply = self._next(messages)
+        reply = self._next(messages, kwargs)
         if reply.tool_calls:
             chunk = AIMessageChunk(
                 content="",
