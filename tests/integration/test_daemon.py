@@ -10,6 +10,7 @@ Every process a test starts records its pid, and the teardown kills those proces
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -27,7 +28,14 @@ from ollagraph.agents import daemon
 from ollagraph.agents.config import Settings
 from ollagraph.agents.daemon import ensure_server, probe, server_command, with_recovery
 from ollagraph.agents.errors import ModelError
-from ollagraph.agents.readiness import list_models
+from ollagraph.agents.readiness import (
+    PullEvent,
+    PullTally,
+    ensure_model,
+    list_models,
+    model_info,
+    warm_up,
+)
 from tests.fake_ollama import FAKE_VERSION, FakeOllama
 
 pytestmark = pytest.mark.integration
@@ -35,6 +43,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 SERVE = f'cd {REPO} && exec {sys.executable} -m tests.fake_ollama --port "$port"'
+ENGINE = f"exec {sys.executable} -m ollagraph.agents.engine serve"
 
 
 def free_port() -> int:
@@ -338,3 +347,43 @@ def test_the_command_prefers_ollama_then_the_embedded_engine(
     assert server_command(Settings(ollama_path=str(path))) == [str(path), "serve"]
     with pytest.raises(ModelError, match="not an executable"):
         server_command(Settings(ollama_path=str(tmp_path / "missing")))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None,
+    reason="llama-cpp-python is not installed, so the embedded engine cannot run GGUF models",
+)
+def test_the_real_embedded_engine_as_ollama_on_path(
+    ollama_bin: FakeOllamaBin, isolated_state: Path
+) -> None:
+    from langchain_ollama import ChatOllama
+
+    ollama_bin.install(ENGINE)
+    settings = local_settings(model="smollm2:135m", server_start_timeout=60.0, keep_alive="1m")
+
+    handle = ensure_server(settings)
+    assert handle.owned and handle.version and ollama_bin.started == ["serve"]
+
+    events: list[PullEvent] = []
+    entry = ensure_model(settings, events.append)
+    assert entry.name == "smollm2:135m"
+    assert events[0].status == "pulling manifest" and events[-1].status == "success"
+    tally = PullTally()
+    for event in events:
+        tally.update(event)
+    assert tally.total > 10_000_000 and tally.completed == tally.total  # the GGUF's bytes
+
+    info = model_info(settings)
+    assert "completion" in info.capabilities and info.context_length
+    warm_up(settings)
+
+    chat = ChatOllama(model="smollm2:135m", base_url=handle.url, temperature=0, num_predict=8)
+    reply = chat.invoke("Say hello.")
+    assert isinstance(reply.content, str) and reply.content.strip()
+
+    pid = handle.pid
+    assert pid is not None
+    handle.stop()
+    assert wait_until(lambda: not is_running(pid))
+    assert probe(handle.url) is None
+    assert "starting the ollama server" in (isolated_state / "logs" / "server.log").read_text()
