@@ -8,6 +8,7 @@ line on stderr and a non-zero exit here, at the edge, and nowhere else.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -96,8 +97,12 @@ def _settings(config_file: str | None, **flags: Any) -> Any:
     return load_settings(config_file, flags)
 
 
-def _prepare(settings: Any) -> Any:
-    """Check the data sources before the model is called, so a bad path fails at once."""
+def _prepare(settings: Any, verbose: bool = False) -> Any:
+    """Check the data sources, then make sure the model server runs and has the model.
+
+    A bad path fails at once, before any server is started. A server this command starts is
+    stopped when it ends (also on SIGTERM), unless `leave_server_running` is set.
+    """
     if "sql_query" in settings.tools:
         from ollagraph.tools.sql import check_database
 
@@ -106,6 +111,14 @@ def _prepare(settings: Any) -> Any:
         from ollagraph.tools.documents import check_documents
 
         settings = check_documents(settings)
+    from ollagraph.agents.daemon import ensure_server
+    from ollagraph.agents.pull_progress import ensure_model_with_progress
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops our server
+    handle = ensure_server(settings)
+    if verbose:
+        click.echo(handle.describe(), err=True)
+    ensure_model_with_progress(settings)
     return settings
 
 
@@ -131,7 +144,7 @@ def ask(question: str, verbose: bool, as_json: bool, config_file: str | None, **
     from ollagraph.agents.render import Renderer
     from ollagraph.agents.session import Session
 
-    settings = _prepare(_settings(config_file, **flags))
+    settings = _prepare(_settings(config_file, **flags), verbose)
     session = Session(settings)
     if as_json:
         result = session.ask(question, None)
@@ -155,7 +168,7 @@ def chat(verbose: bool, config_file: str | None, thread_id: str | None, **flags:
     from ollagraph.agents.chat import run_chat
     from ollagraph.agents.session import Session, new_thread_id
 
-    settings = _prepare(_settings(config_file, **flags))
+    settings = _prepare(_settings(config_file, **flags), verbose)
     session = Session(settings, thread_id=thread_id or new_thread_id())
     sys.exit(run_chat(session, verbose=verbose))
 

@@ -7,15 +7,18 @@ refused connection, a missing model or a timeout becomes a `ModelError` that say
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import ModelError
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+T = TypeVar("T")
 
 ModelFactory: TypeAlias = "Callable[[Settings], BaseChatModel]"
 
@@ -28,6 +31,8 @@ def chat_model(settings: Settings) -> BaseChatModel:
     """
     from langchain_ollama import ChatOllama
 
+    from ollagraph.agents.readiness import keep_alive_value
+
     return ChatOllama(
         model=settings.model,
         base_url=settings.host,
@@ -36,18 +41,6 @@ def chat_model(settings: Settings) -> BaseChatModel:
         client_kwargs={"timeout": settings.request_timeout},
     )
 
-
-def keep_alive_value(value: str) -> int | str:
-    """Ollama's `keep_alive`: a duration string ("5m") or a number of seconds (-1 = forever).
-
-    Args:
-        value: The setting as written.
-    """
-    text = value.strip()
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 @contextmanager
@@ -85,3 +78,45 @@ def model_errors(settings: Settings) -> Iterator[None]:
         ) from None
     except httpx.HTTPError as exc:
         raise ModelError(f"Talking to the model server at {host} failed: {exc}") from None
+
+
+def call_model(settings: Settings, request: Callable[[], T]) -> T:
+    """Make one model request with clear errors, restarting a server we own if it died.
+
+    Args:
+        settings: Names the model and server in error messages.
+        request: The request; it is made again once after a restart.
+
+    Raises:
+        ModelError: The request failed (see `model_errors`), or the server died twice.
+    """
+    from ollagraph.agents.daemon import with_recovery
+
+    with model_errors(settings):
+        return with_recovery(request)
+
+
+def fit_request(
+    settings: Settings, model: BaseChatModel, messages: Sequence[BaseMessage], tools_chars: int = 0
+) -> tuple[BaseChatModel, list[BaseMessage]]:
+    """Size the context window of an Ollama request so the prompt and tool schemas fit.
+
+    `num_ctx` is set from the prompt size, up to `num_ctx_cap` and the model's context length;
+    when even that is too small, the oldest history is dropped — never the system prompt, the
+    question or the tool definitions. Other chat models are returned unchanged.
+
+    Args:
+        settings: `num_ctx_cap` and the server.
+        model: The chat model.
+        messages: The prompt.
+        tools_chars: Characters of the tool schemas that go with the request.
+    """
+    from langchain_ollama import ChatOllama
+
+    if not isinstance(model, ChatOllama):
+        return model, list(messages)
+    from ollagraph.agents.readiness import model_info, plan_context
+
+    info = call_model(settings, lambda: model_info(settings))
+    plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
+    return model.model_copy(update={"num_ctx": plan.num_ctx}), list(plan.messages)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -25,7 +26,8 @@ from langgraph.types import Checkpointer
 
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.errors import OllagraphError
-from ollagraph.agents.models import ModelFactory, chat_model, model_errors
+from ollagraph.agents.models import ModelFactory, call_model, chat_model, fit_request
+from ollagraph.agents.readiness import tool_schema_chars
 from ollagraph.agents.strategy import decide
 from ollagraph.graphs import prompts
 from ollagraph.graphs.state import InputState, State, ToolRun
@@ -73,20 +75,26 @@ def build_graph(
 
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         settings = run_settings(runtime)
-        messages = prompts.plan_messages(
-            state["messages"], settings.tools, _database_schema(settings)
+        model, messages = fit_request(
+            settings,
+            make_model(settings),
+            prompts.plan_messages(state["messages"], settings.tools, _database_schema(settings)),
         )
-        with model_errors(settings):
-            reply = make_model(settings).invoke(messages)
+        reply = call_model(settings, lambda: model.invoke(messages))
         return {"plan": _text(reply), "steps": 0, "tool_runs": [], "partial": False}
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         settings = run_settings(runtime)
-        messages = prompts.act_messages(
-            state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
+        specs = tool_specs(settings.tools)
+        model, messages = fit_request(
+            settings,
+            make_model(settings),
+            prompts.act_messages(
+                state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
+            ),
+            tools_chars=tool_schema_chars([convert_to_openai_tool(s) for s in specs]),
         )
-        with model_errors(settings):
-            reply = decide(settings, make_model(settings), messages, tool_specs(settings.tools))
+        reply = call_model(settings, lambda: decide(settings, model, messages, specs))
         return {"messages": [reply]}
 
     def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:
@@ -138,11 +146,12 @@ def build_graph(
                 "limit) before finishing.\n\n"
             )
             get_stream_writer()({"answer_prefix": prefix})
-        messages = prompts.answer_messages(
-            state["messages"], settings.max_steps if partial else None
+        model, messages = fit_request(
+            settings,
+            make_model(settings),
+            prompts.answer_messages(state["messages"], settings.max_steps if partial else None),
         )
-        with model_errors(settings):
-            reply = make_model(settings).invoke(messages)
+        reply = call_model(settings, lambda: model.invoke(messages))
         text = _text(reply) or "(The model returned an empty answer.)"
         # Replace act's last message (a DONE decision, or tool calls cut off by the step limit),
         # so the thread keeps one answer per question and no unanswered tool call.

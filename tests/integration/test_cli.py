@@ -126,10 +126,22 @@ def test_ollama_not_running_is_a_clear_error() -> None:
     assert "ollama serve" in err and "Traceback" not in err
 
 
-def test_model_not_pulled_is_a_clear_error(fake_ollama: FakeOllama) -> None:
+def test_a_model_that_cannot_be_pulled_is_a_clear_error(fake_ollama: FakeOllama) -> None:
+    code, out, err = invoke("ask", "q", "--model", "nosuch:1b", "--tools", "sql_query")
+    assert code == 1 and out == ""
+    assert "The model 'nosuch:1b' could not be found to pull" in err
+    assert "choose a model you have: smollm2:135m" in err and "Traceback" not in err
+    assert fake_ollama.chat_requests == []  # no model call was made
+
+
+def test_a_missing_model_without_auto_pull_names_the_fix(
+    fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAGRAPH_AUTO_PULL", "false")
     code, _, err = invoke("ask", "q", "--model", "nosuch:1b", "--tools", "sql_query")
     assert code == 1
     assert "Model 'nosuch:1b' is not available" in err and "ollama pull nosuch:1b" in err
+    assert fake_ollama.pull_requests == []
 
 
 def test_invalid_config_file_names_the_line(tmp_path: Path) -> None:
@@ -185,10 +197,19 @@ def test_chat_transcript_commands_and_resume(fake_ollama: FakeOllama) -> None:
     assert "user: How many ducks?" in err and "assistant: You asked about ducks." in err
 
 
-def test_chat_reports_model_errors_and_keeps_going() -> None:
-    code, _, err = invoke("chat", "--tools", "sql_query", input="hello\n/exit\n")
+def test_chat_reports_a_failed_turn_and_keeps_going(fake_ollama: FakeOllama) -> None:
+    fake_ollama.enqueue_error("out of memory")
+    script_count_question(fake_ollama)
+    code, out, err = invoke("chat", "--tools", "sql_query", input="hello\nHow many ducks?\n/exit\n")
     assert code == 0
-    assert "Could not reach Ollama" in err
+    assert "out of memory" in err
+    assert "There are **60** ducks in the table." in out
+
+
+def test_chat_without_a_server_fails_at_start() -> None:
+    code, _, err = invoke("chat", "--tools", "sql_query", input="hello\n/exit\n")
+    assert code == 1
+    assert "Could not reach Ollama" in err and "Traceback" not in err
 
 
 def test_help_does_not_import_heavy_libraries() -> None:
