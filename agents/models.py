@@ -33,11 +33,14 @@ def chat_model(settings: Settings) -> BaseChatModel:
 
     from ollagraph.agents.readiness import keep_alive_value
 
+    keep_alive = keep_alive_value(settings.keep_alive)
+    if isinstance(keep_alive, float):  # ChatOllama takes whole seconds or a duration string
+        keep_alive = int(keep_alive) if keep_alive.is_integer() else f"{keep_alive}s"
     return ChatOllama(
         model=settings.model,
         base_url=settings.host,
         temperature=settings.temperature,
-        keep_alive=keep_alive_value(settings.keep_alive),
+        keep_alive=keep_alive,
         client_kwargs={"timeout": settings.request_timeout},
     )
 
