@@ -293,6 +293,7 @@ def decide(
     model: BaseChatModel,
     messages: Sequence[BaseMessage],
     specs: Sequence[BaseTool],
+    strategy: Strategy | None = None,
 ) -> AIMessage:
     """One act step: the model's next tool call(s), or its decision to answer.
 
@@ -301,13 +302,14 @@ def decide(
         model: The run's chat model.
         messages: The act prompt.
         specs: The enabled tools (none: the model just replies).
+        strategy: Already resolved (`resolve_strategy`); resolved here when None.
     """
     from langchain_core.messages import AIMessage
 
     if not specs:
         reply = model.invoke(list(messages))
         return reply if isinstance(reply, AIMessage) else AIMessage(content=reply.text)
-    if resolve_strategy(settings, model) == "constrained":
+    if (strategy or resolve_strategy(settings, model)) == "constrained":
         return constrained_decision(model, messages, specs, settings.constrained_retries)
     reply = model.bind_tools(list(specs)).invoke(list(messages))
     assert isinstance(reply, AIMessage)

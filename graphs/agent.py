@@ -15,6 +15,7 @@ brings its own); the CLI builds one with a SQLite checkpointer through `build_gr
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
@@ -28,7 +29,7 @@ from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import ModelFactory, call_model, chat_model, fit_request
 from ollagraph.agents.readiness import tool_schema_chars
-from ollagraph.agents.strategy import decide
+from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
 from ollagraph.graphs.state import InputState, State, ToolRun
 from ollagraph.tools.registry import tool_specs
@@ -43,15 +44,28 @@ def run_settings(runtime: Runtime[Settings]) -> Settings:
     return context if isinstance(context, Settings) else load_settings()
 
 
-def _database_schema(settings: Settings) -> str | None:
+def _database_schema(settings: Settings, compact: bool = False) -> str | None:
     if "sql_query" not in settings.tools:
         return None
     from ollagraph.tools.sql import describe_database
 
     try:
-        return describe_database(settings)
+        return describe_database(settings, compact=compact)
     except OllagraphError as exc:
         return f"(the database cannot be read: {exc.message})"
+
+
+def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
+    """Treat a reply that only repeats calls already answered this turn as the decision to answer.
+
+    Small models often call the same tool with the same arguments again after it succeeded; the
+    result is already in front of them, so the loop goes on to the answer instead.
+    """
+    done = {(run["name"], json.dumps(run["args"], sort_keys=True)) for run in runs if run["ok"]}
+    calls = [(c["name"], json.dumps(c["args"], sort_keys=True)) for c in reply.tool_calls]
+    if calls and all(call in done for call in calls):
+        return AIMessage(content="DONE (repeated a call that was already answered)", id=reply.id)
+    return reply
 
 
 def _text(message: BaseMessage) -> str:
@@ -86,16 +100,29 @@ def build_graph(
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         settings = run_settings(runtime)
         specs = tool_specs(settings.tools)
+        model = make_model(settings)
+        strategy = (
+            call_model(settings, lambda: resolve_strategy(settings, model)) if specs else None
+        )
+        if strategy == "constrained":
+            prompt = prompts.act_messages_compact(
+                state["messages"],
+                settings.tools,
+                _database_schema(settings, compact=True),
+                state.get("plan", ""),
+            )
+        else:
+            prompt = prompts.act_messages(
+                state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
+            )
         model, messages = fit_request(
             settings,
-            make_model(settings),
-            prompts.act_messages(
-                state["messages"], settings.tools, _database_schema(settings), state.get("plan", "")
-            ),
+            model,
+            prompt,
             tools_chars=tool_schema_chars([convert_to_openai_tool(s) for s in specs]),
         )
-        reply = call_model(settings, lambda: decide(settings, model, messages, specs))
-        return {"messages": [reply]}
+        reply = call_model(settings, lambda: decide(settings, model, messages, specs, strategy))
+        return {"messages": [_drop_repeats(reply, state.get("tool_runs", []))]}
 
     def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:
         last = state["messages"][-1]

@@ -39,6 +39,21 @@ Call the tool the next step needs, with exact arguments. Use only table and colu
 above. When the tool results already contain what the answer needs, or no tool is needed, reply
 with the word DONE and no tool call. {untrusted}"""
 
+ACT_COMPACT = """You are a data assistant. Decide the next step for the user's question.
+{schema}{plan}
+Look things up with a tool first. Give a final_answer only when the tool results above already
+answer the question, or when no tool can help. {untrusted}
+{examples}"""
+
+EXAMPLES = {
+    "sql_query": 'To count the rows of {table}: {{"tool": "sql_query", "arguments": {{"query": '
+    '"SELECT COUNT(*) FROM {table}"}}}}',
+    "search_documents": 'To find what the documents say about returns: {{"tool": '
+    '"search_documents", "arguments": {{"query": "returns policy"}}}}',
+    "web_search": 'To look up news on the web: {{"tool": "web_search", "arguments": {{"query": '
+    '"latest news"}}}}',
+}
+
 ANSWER = """Write the final answer to the user's question from the tool results given with it.
 Be brief and direct. Copy numbers and names exactly as they appear in the results. If the results
 do not contain the answer, say what is missing instead of guessing. Name the document or web
@@ -161,3 +176,33 @@ def answer_messages(messages: Sequence[AnyMessage], partial_limit: int | None) -
         *history(messages),
         HumanMessage(body),
     ]
+
+
+def plan_if_useful(plan: str, tools: Sequence[str]) -> str:
+    """The plan, when it names one of the tools; small models often write plans that mislead."""
+    return plan if any(name in plan for name in tools) else ""
+
+
+def act_messages_compact(
+    messages: Sequence[AnyMessage], tools: Sequence[str], schema: str | None, plan: str
+) -> list[AnyMessage]:
+    """Messages for the act node under the constrained strategy: short, with worked examples.
+
+    Args:
+        messages: The thread.
+        tools: Enabled tools.
+        schema: The compact database description (one line per table), or None.
+        plan: This turn's plan (left out unless it names a tool).
+    """
+    table = schema.split("(", 1)[0].strip() if schema else "the table"
+    examples = "\n".join(
+        "Example: " + EXAMPLES[name].format(table=table) for name in tools if name in EXAMPLES
+    )
+    useful = plan_if_useful(plan, tools)
+    system = ACT_COMPACT.format(
+        schema=f"Database tables (for sql_query):\n{schema}\n" if schema else "",
+        plan=f"Plan:\n{useful}\n" if useful else "",
+        untrusted=UNTRUSTED,
+        examples=examples,
+    )
+    return [SystemMessage(system), *history(messages), *current_turn(messages)]

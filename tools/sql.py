@@ -268,12 +268,14 @@ def _examples(conn: duckdb.DuckDBPyConnection, table: str, column: str, kind: st
     return f" e.g. {', '.join(shown)}" if shown else ""
 
 
-def describe_database(settings: Settings, max_tables: int = 30) -> str:
+def describe_database(settings: Settings, max_tables: int = 30, compact: bool = False) -> str:
     """Describe the run's database for the model: tables, row counts, columns, types, examples.
 
     Args:
         settings: Which database.
         max_tables: Most tables to list.
+        compact: One line per table (`name(col TYPE, ...)`), no comments or examples: for small
+            models, whose context and attention are short.
 
     Raises:
         DatabaseError: The database cannot be opened.
@@ -296,6 +298,10 @@ def describe_database(settings: Settings, max_tables: int = 30) -> str:
                     "WHERE table_name = ? ORDER BY column_index",
                     [table],
                 ).fetchall()
+                if compact:
+                    columns = ", ".join(f"{name} {kind}" for name, kind, _ in cols)
+                    parts.append(f"{table}({columns})")
+                    continue
                 lines = [header]
                 for name, kind, col_comment in cols:
                     note = f" -- {col_comment}" if col_comment else ""

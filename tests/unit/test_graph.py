@@ -240,3 +240,29 @@ def test_graph_wiring_snapshot() -> None:
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(drawn)
     assert drawn == SNAPSHOT.read_text()
+
+
+def test_a_repeated_successful_call_goes_to_the_answer() -> None:
+    model = (
+        ScriptedChatModel()
+        .enqueue_text("1. sql_query")
+        .enqueue_tool_call("sql_query", {"query": "SELECT 1 AS one"})
+        .enqueue_tool_call("sql_query", {"query": "SELECT 1 AS one"})  # the same again
+        .enqueue_text("one")
+    )
+    state = run(model, "q")
+    assert len(tool_messages(state)) == 1 and state["steps"] == 1
+    assert state["partial"] is False and state["messages"][-1].content == "one"
+
+
+def test_a_repeated_failed_call_is_run_again() -> None:
+    model = (
+        ScriptedChatModel()
+        .enqueue_text("1. sql_query")
+        .enqueue_tool_call("sql_query", {"query": "SELECT nope"})
+        .enqueue_tool_call("sql_query", {"query": "SELECT nope"})
+        .enqueue_text("DONE")
+        .enqueue_text("failed")
+    )
+    state = run(model, "q")
+    assert [m.status for m in tool_messages(state)] == ["error", "error"]
