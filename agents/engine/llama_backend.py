@@ -1,0 +1,498 @@
+"""GGUF chat models on llama.cpp (`llama-cpp-python`), the engine's main backend.
+
+`LlamaRunner` owns one loaded model. It renders a chat with the model's own Jinja chat template
+(from the GGUF, tools included when the template takes them), generates token by token with
+Ollama's sampling options, enforces a `format` (`"json"` or a JSON schema) with llama.cpp's
+grammar engine so the answer is always valid, honours stop texts, and counts tokens and time
+the way Ollama reports them (`prompt_eval_count`, `eval_count`, durations).
+
+llama.cpp is not thread-safe: the scheduler lets one request at a time use a runner.
+
+`llama_cpp` is imported on first use, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
+from ollagraph.agents.engine.protocol import APIError, GenerationOptions
+from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
+
+_LOAD_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Generated text, ready to send."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The end of a generation, with Ollama's counters.
+
+    Attributes:
+        done_reason: `stop` (end of turn, stop text or grammar complete) or `length`
+            (`num_predict` reached or the context is full).
+        prompt_eval_count: Tokens in the prompt.
+        prompt_eval_duration: Seconds spent reading the prompt (until the first token).
+        eval_count: Tokens generated.
+        eval_duration: Seconds spent generating after the first token.
+    """
+
+    done_reason: str
+    prompt_eval_count: int
+    prompt_eval_duration: float
+    eval_count: int
+    eval_duration: float
+
+
+def _llama_cpp() -> Any:
+    """Import llama_cpp, with a clear error if it is missing."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise APIError(
+            500,
+            "llama-cpp-python is not installed; the embedded engine needs it for GGUF models "
+            "(pip install llama-cpp-python)",
+        ) from None
+    return llama_cpp
+
+
+def default_threads() -> int:
+    """CPU threads for llama.cpp: `$OLLAGRAPH_ENGINE_THREADS`, else the physical cores.
+
+    Ollama also uses one thread per physical core; hyperthreads slow llama.cpp down.
+    """
+    configured = os.environ.get("OLLAGRAPH_ENGINE_THREADS", "").strip()
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    cores: set[tuple[str, str]] = set()
+    physical = core = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "physical id":
+                    physical = value.strip()
+                elif key.strip() == "core id":
+                    core = value.strip()
+                    cores.add((physical, core))
+    except OSError:
+        pass
+    return len(cores) or os.cpu_count() or 1
+
+
+def _cpu_has_amx() -> bool:
+    """Whether the CPU advertises Intel AMX (tile) instructions."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        return False
+    return False
+
+
+def use_extra_buffers() -> bool:
+    """Whether llama.cpp may use its extra weight buffers (repacking, AMX).
+
+    A llama.cpp built for the local CPU uses AMX when the CPU advertises it, and some virtual
+    machines advertise AMX without enabling it, which crashes the process (SIGSEGV in
+    `ggml_backend_amx_mul_mat`). So extra buffers are off on AMX CPUs unless
+    `OLLAGRAPH_ENGINE_EXTRA_BUFFERS=1`; `=0` turns them off everywhere.
+    """
+    setting = os.environ.get("OLLAGRAPH_ENGINE_EXTRA_BUFFERS", "").strip().lower()
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    return not _cpu_has_amx()
+
+
+@contextlib.contextmanager
+def _model_params(extra_buffers: bool) -> Iterator[None]:
+    """Make `Llama(...)` load with `use_extra_bufts` set (its constructor has no argument)."""
+    _llama_cpp()
+    if extra_buffers:
+        yield
+        return
+    import llama_cpp.llama_cpp as bindings  # what `Llama.__init__` calls
+
+    original = bindings.llama_model_default_params
+
+    def params() -> Any:
+        value = original()
+        value.use_extra_bufts = False
+        return value
+
+    bindings.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = original
+
+
+# llama-cpp-python's schema converter lets raw control characters (newlines) into strings,
+# which makes invalid JSON; llama.cpp's own converter (what Ollama uses) excludes them.
+_CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
+_STRICT_CHAR_RULE = (
+    r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] '
+    r"[0-9a-fA-F] [0-9a-fA-F])"
+)
+
+
+@lru_cache(maxsize=64)
+def _grammar_text(format_json: str) -> str:
+    """Convert a `format` value (JSON text) to GBNF grammar text."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    value = json.loads(format_json)
+    if value == "json":
+        return str(JSON_GBNF)
+    grammar = str(json_schema_to_gbnf(format_json))
+    return _CHAR_RULE.sub(lambda _: _STRICT_CHAR_RULE, grammar)
+
+
+def build_grammar(format_value: Any) -> Any:
+    """Turn a request's `format` into a llama.cpp grammar (None when there is no format).
+
+    Args:
+        format_value: `"json"`, a JSON schema object, or None / `""` for free text.
+
+    Raises:
+        APIError: The format is neither `json` nor a schema the converter understands (400).
+    """
+    if format_value in (None, ""):
+        return None
+    if not (format_value == "json" or isinstance(format_value, Mapping)):
+        raise APIError(400, f'invalid format {format_value!r}: use "json" or a JSON schema')
+    _llama_cpp()
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    try:
+        text = _grammar_text(json.dumps(format_value))  # keep property order
+    except Exception as exc:  # the converter raises assorted errors on unsupported schemas
+        raise APIError(400, f"invalid JSON schema in format: {exc}") from None
+    return LlamaGrammar.from_string(text, verbose=False)
+
+
+def template_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Convert Ollama chat messages to the shape Hugging Face chat templates expect.
+
+    Tool calls become `{"type": "function", "function": {"name", "arguments"}}` with the
+    arguments as an object; a tool result keeps `tool_name` as `name`.
+    """
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {
+            "role": str(message.get("role") or "user"),
+            "content": str(message.get("content") or ""),
+        }
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            item["tool_calls"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": (call.get("function") or {}).get("name", ""),
+                        "arguments": (call.get("function") or {}).get("arguments") or {},
+                    },
+                }
+                for call in calls
+                if isinstance(call, Mapping)
+            ]
+        if message.get("tool_name"):
+            item["name"] = message["tool_name"]
+        converted.append(item)
+    return converted
+
+
+class LlamaRunner:
+    """One GGUF model loaded in llama.cpp.
+
+    Attributes:
+        path: The GGUF file.
+        n_ctx: Context window the model was loaded with.
+        n_threads: CPU threads used.
+        load_seconds: How long the last load took.
+        info: The GGUF header (architecture, template, tokens).
+    """
+
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int = 0) -> None:
+        self.path = path
+        self.info: GGUFInfo = gguf_info(path)
+        train_ctx = self.info.context_length
+        self.n_ctx = min(n_ctx, train_ctx) if train_ctx else n_ctx
+        self.n_threads = n_threads or default_threads()
+        self.load_seconds = 0.0
+        self._llm: Any = None
+        self._formatter: Any = None
+        self._stop_ids: set[int] = set()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the weights are in memory."""
+        return self._llm is not None
+
+    @property
+    def memory_bytes(self) -> int:
+        """Approximate resident size: the weights plus the KV cache for `n_ctx` tokens."""
+        meta = self.info.metadata
+        arch = self.info.architecture
+        layers = int(meta.get(f"{arch}.block_count") or 0)
+        heads = int(meta.get(f"{arch}.attention.head_count") or 1)
+        kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
+        width = int(meta.get(f"{arch}.embedding_length") or 0)
+        kv_bytes = 2 * layers * kv_heads * (width // max(heads, 1)) * 2 * self.n_ctx
+        return self.path.stat().st_size + kv_bytes
+
+    def load(self) -> float:
+        """Load the weights (if not loaded) and return the seconds it took."""
+        if self._llm is not None:
+            return 0.0
+        llama_cpp = _llama_cpp()
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        started = time.perf_counter()
+        with _LOAD_LOCK, _model_params(use_extra_buffers()):
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=self.n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    seed=random.randint(0, 2**31 - 1),
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise APIError(500, f"llama runner failed to load {self.path}: {exc}") from None
+        vocab = llm._model.vocab
+        eos = llm.token_eos()
+        bos = llm.token_bos()
+
+        def token_text(token: int) -> str:
+            if token < 0:
+                return ""
+            return bytes(llm.detokenize([token], special=True)).decode("utf-8", "replace")
+
+        template = self.info.chat_template or PLAIN_TEMPLATE
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=token_text(eos), bos_token=token_text(bos)
+        )
+        stop_ids = {eos} if eos >= 0 else set()
+        for text in ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+            if text in template:
+                tokens = llm.tokenize(text.encode(), add_bos=False, special=True)
+                if len(tokens) == 1:
+                    stop_ids.add(tokens[0])
+        self._stop_ids = stop_ids
+        self._vocab = vocab
+        self._llm = llm
+        self.load_seconds = time.perf_counter() - started
+        return self.load_seconds
+
+    def close(self) -> None:
+        """Free the model and its context."""
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.close()
+
+    # -- prompting ----------------------------------------------------------------------------
+
+    def render(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> str:
+        """Render a chat with the model's chat template, ending with the assistant's turn.
+
+        Raises:
+            APIError: The template rejects the messages (HTTP 500, as Ollama's template errors).
+        """
+        self.load()
+        try:
+            result = self._formatter(
+                messages=template_messages(messages), tools=list(tools) or None
+            )
+        except Exception as exc:  # jinja raises TemplateError / ValueError from the template
+            raise APIError(500, f"template error: {exc}") from None
+        return str(result.prompt)
+
+    def tokenize(self, prompt: str) -> list[int]:
+        """Tokenize a rendered prompt (special tokens parsed; BOS added only when needed)."""
+        self.load()
+        llm = self._llm
+        add_bos = bool(self.info.metadata.get("tokenizer.ggml.add_bos_token", False))
+        bos = llm.token_bos()
+        if add_bos and bos >= 0:
+            bos_text = bytes(llm.detokenize([bos], special=True)).decode("utf-8", "replace")
+            add_bos = not prompt.startswith(bos_text)
+        return list(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def context_limit(self, num_ctx: int) -> int:
+        """The context window a request gets: its `num_ctx`, within what is loaded."""
+        return max(1, min(num_ctx, self.n_ctx))
+
+    def fit_prompt(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Mapping[str, Any]] = (),
+        *,
+        num_ctx: int | None = None,
+    ) -> list[int]:
+        """Render and tokenize a chat, dropping the oldest turns if it overflows the context.
+
+        System messages and the last message are always kept, as Ollama does.
+
+        Args:
+            messages: The chat.
+            tools: Tool definitions for templates that take them.
+            num_ctx: The request's context window (default: the loaded one).
+
+        Raises:
+            APIError: Even the shortest form is longer than the context window (400).
+        """
+        limit = self.context_limit(num_ctx or self.n_ctx)
+        kept = list(messages)
+        while True:
+            tokens = self.tokenize(self.render(kept, tools))
+            if len(tokens) < limit:
+                return tokens
+            droppable = [i for i, m in enumerate(kept[:-1]) if str(m.get("role")) != "system"]
+            if not droppable:
+                raise APIError(
+                    400,
+                    f"the input length ({len(tokens)} tokens) exceeds the context length "
+                    f"({limit} tokens)",
+                )
+            del kept[droppable[0]]
+
+    # -- generating ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt_tokens: list[int],
+        options: GenerationOptions,
+        grammar: Any = None,
+    ) -> Iterator[Piece | Finished]:
+        """Generate an answer, yielding text pieces and, last, the counters.
+
+        Args:
+            prompt_tokens: The tokenized prompt (`fit_prompt`).
+            options: Sampling options (temperature, top_k, top_p, seed, num_predict, stop...).
+            grammar: A grammar from `build_grammar`, or None.
+        """
+        self.load()
+        llama_cpp = _llama_cpp()
+        llm = self._llm
+        seed = options.seed if options.seed >= 0 else random.randint(0, 2**31 - 1)
+        llm.set_seed(seed)
+        stops = [s for s in options.stop if s]
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        started = time.perf_counter()
+        first_token_at: float | None = None
+        generated: list[int] = []
+        pending = ""
+        reason = "length"
+        hit = False
+        limit = options.num_predict if options.num_predict > 0 else None
+        context = self.context_limit(options.num_ctx)
+        tokens = llm.generate(
+            prompt_tokens,
+            top_k=options.top_k,
+            top_p=options.top_p,
+            min_p=options.min_p,
+            typical_p=options.typical_p,
+            temp=options.temperature,
+            repeat_penalty=options.repeat_penalty,
+            frequency_penalty=options.frequency_penalty,
+            presence_penalty=options.presence_penalty,
+            mirostat_mode=options.mirostat,
+            mirostat_tau=options.mirostat_tau,
+            mirostat_eta=options.mirostat_eta,
+            grammar=grammar,
+        )
+        try:
+            for token in tokens:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                generated.append(token)
+                if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                previous = prompt_tokens + generated[:-1]
+                raw = llm.detokenize([token], prev_tokens=previous)
+                pending += decoder.decode(bytes(raw))
+                out, pending, hit = _split_stop(pending, stops)
+                if out:
+                    yield Piece(out)
+                if hit:
+                    reason = "stop"
+                    break
+                if limit is not None and len(generated) >= limit:
+                    break
+                if len(prompt_tokens) + len(generated) + 1 >= context:
+                    break
+        finally:
+            tokens.close()
+        if not hit:
+            pending += decoder.decode(b"", final=True)
+            if pending:
+                yield Piece(pending)
+        ended = time.perf_counter()
+        first = first_token_at or ended
+        yield Finished(
+            done_reason=reason,
+            prompt_eval_count=len(prompt_tokens),
+            prompt_eval_duration=first - started,
+            eval_count=len(generated),
+            eval_duration=ended - first,
+        )
+
+
+def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:
+    """Split pending text at stop strings.
+
+    Returns:
+        (text safe to emit, text to hold back because it may start a stop string, whether a
+        stop string was found — the text from it on is dropped).
+    """
+    if not stops:
+        return text, "", False
+    found = [text.find(stop) for stop in stops if stop in text]
+    if found:
+        return text[: min(found)], "", True
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return text[: len(text) - hold], text[len(text) - hold :], False
+
+
+__all__ = [
+    "Finished",
+    "LlamaRunner",
+    "Piece",
+    "build_grammar",
+    "default_threads",
+    "template_messages",
+    "use_extra_buffers",
+]
