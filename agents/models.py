@@ -45,7 +45,6 @@ def chat_model(settings: Settings) -> BaseChatModel:
     )
 
 
-
 @contextmanager
 def model_errors(settings: Settings) -> Iterator[None]:
     """Turn failures of a model call into a `ModelError` with a next step.
@@ -123,3 +122,17 @@ def fit_request(
     info = call_model(settings, lambda: model_info(settings))
     plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
     return model.model_copy(update={"num_ctx": plan.num_ctx}), list(plan.messages)
+
+
+def limit_reply(model: BaseChatModel, max_tokens: int) -> BaseChatModel:
+    """Cap how many tokens an Ollama model may generate for one reply (`num_predict`).
+
+    Args:
+        model: The chat model; other kinds are returned unchanged.
+        max_tokens: The cap.
+    """
+    from langchain_ollama import ChatOllama
+
+    if isinstance(model, ChatOllama):
+        return model.model_copy(update={"num_predict": max_tokens})
+    return model

@@ -27,7 +27,13 @@ from langgraph.types import Checkpointer
 
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.errors import OllagraphError
-from ollagraph.agents.models import ModelFactory, call_model, chat_model, fit_request
+from ollagraph.agents.models import (
+    ModelFactory,
+    call_model,
+    chat_model,
+    fit_request,
+    limit_reply,
+)
 from ollagraph.agents.readiness import tool_schema_chars
 from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
@@ -35,6 +41,7 @@ from ollagraph.graphs.state import InputState, State, ToolRun
 from ollagraph.tools.registry import tool_specs
 from ollagraph.tools.runner import execute
 
+PLAN_TOKENS = 160  # a plan is a few short lines
 RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
 
 
@@ -91,8 +98,10 @@ def build_graph(
         settings = run_settings(runtime)
         model, messages = fit_request(
             settings,
-            make_model(settings),
-            prompts.plan_messages(state["messages"], settings.tools, _database_schema(settings)),
+            limit_reply(make_model(settings), PLAN_TOKENS),
+            prompts.plan_messages(
+                state["messages"], settings.tools, _database_schema(settings, compact=True)
+            ),
         )
         reply = call_model(settings, lambda: model.invoke(messages))
         return {"plan": _text(reply), "steps": 0, "tool_runs": [], "partial": False}
