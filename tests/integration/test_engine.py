@@ -616,6 +616,33 @@ def test_deleting_a_registered_model_unregisters_it(
     assert info.value.status_code == 404
 
 
+def test_a_client_that_goes_away_stops_the_generation(engine: EngineServer) -> None:
+    body = {  # greedy SmolLM2 repeats "duck" until num_predict: ~40 s of work if not stopped
+        "model": SMOLLM2,
+        "messages": [{"role": "user", "content": "Repeat the word duck forever: duck duck duck"}],
+        "options": {"num_predict": 3000, "temperature": 0, "repeat_penalty": 1.0},
+    }
+
+    def follow_up_is_quick() -> bool:
+        started = time.monotonic()
+        reply = httpx.post(
+            f"{engine.url}/api/chat",
+            json={**body, "stream": False, "options": {"num_predict": 2}},
+            timeout=60,
+        )
+        # It waited for the abandoned generation to stop, not for 3000 tokens.
+        waited = reply.json()["load_duration"] / 1e9  # includes waiting for the model's lock
+        return reply.status_code == 200 and waited < 5 and time.monotonic() - started < 15
+
+    with pytest.raises(httpx.ReadTimeout):  # not streamed: the client gives up waiting
+        httpx.post(f"{engine.url}/api/chat", json={**body, "stream": False}, timeout=0.8)
+    assert follow_up_is_quick()
+
+    with httpx.stream("POST", f"{engine.url}/api/chat", json=body, timeout=30) as response:
+        assert json.loads(next(response.iter_lines()))["done"] is False  # then hang up
+    assert follow_up_is_quick()
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 
