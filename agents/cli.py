@@ -1,4 +1,4 @@
-"""The `agent` command line: ask, chat and ingest.
+"""The `agent` command line: ask, chat, ingest, serve, models and doctor.
 
 This module imports only click at start-up; LangChain, LangGraph, llama-index and torch are
 imported inside the commands that need them, so `agent --help` is instant. Errors become one clear
@@ -193,6 +193,137 @@ def ingest(paths: tuple[Path, ...], config_file: str | None, **flags: Any) -> No
     report = ingest_with_progress(list(paths), store, settings)
     click.echo(report.summary(), err=True)
     click.echo(str(store))
+
+
+@main.command()
+@click.option(
+    "--host", "bind", help="Address to listen on (default: $OLLAMA_HOST or 127.0.0.1:11434)."
+)
+def serve(bind: str | None) -> None:
+    """Run the embedded Ollama-compatible engine in the foreground (Ctrl-C stops it)."""
+    from ollagraph.agents.engine.__main__ import main as engine_main
+
+    args = ["serve"]
+    if bind:
+        from ollagraph.agents.engine.server import parse_bind_address
+
+        try:
+            host, port = parse_bind_address(bind)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--host") from None
+        args += ["--host", host, "--port", str(port)]
+    sys.exit(engine_main(args))
+
+
+def _server_settings(config_file: str | None, model: str | None = None, **flags: Any) -> Any:
+    """Settings for a `models` command, with the server found or started."""
+    from ollagraph.agents.daemon import ensure_server
+
+    settings = _settings(config_file, model=model, **flags)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ensure_server(settings)
+    return settings
+
+
+_config_option = click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), help="Config file (TOML)."
+)
+_host_option = click.option("--host", "ollama_host", help="Ollama server URL.")
+
+
+@main.group()
+def models() -> None:
+    """List, pull, inspect and register models."""
+
+
+@models.command("list")
+@_config_option
+@_host_option
+def models_list(config_file: str | None, ollama_host: str | None) -> None:
+    """List the models the server has."""
+    from ollagraph.agents.readiness import list_models
+
+    settings = _server_settings(config_file, ollama_host=ollama_host)
+    have = list_models(settings)
+    if not have:
+        click.echo("No models yet. Pull one with: agent models pull smollm2:135m", err=True)
+    for entry in have:
+        size = f"{entry.size / 1e6:,.0f} MB" if entry.size else ""
+        click.echo(f"{entry.name}\t{entry.digest[:12]}\t{size}")
+
+
+@models.command("pull")
+@click.argument("name")
+@_config_option
+@_host_option
+def models_pull(name: str, config_file: str | None, ollama_host: str | None) -> None:
+    """Download NAME to the server (with a progress bar)."""
+    from ollagraph.agents.pull_progress import ensure_model_with_progress
+
+    settings = _server_settings(config_file, ollama_host=ollama_host, auto_pull=True)
+    entry = ensure_model_with_progress(settings, model=name)
+    click.echo(f"{entry.name} is ready.")
+
+
+@models.command("show")
+@click.argument("name", required=False)
+@_config_option
+@_host_option
+def models_show(name: str | None, config_file: str | None, ollama_host: str | None) -> None:
+    """Show NAME's capabilities, context length and how ollagraph calls tools with it."""
+    from ollagraph.agents.readiness import model_info
+
+    settings = _server_settings(config_file, ollama_host=ollama_host)
+    info = model_info(settings, model=name)
+    strategy = "native tool calls" if info.supports_tools else "constrained JSON decisions"
+    rows = [
+        ("model", info.name),
+        ("digest", info.digest),
+        ("capabilities", ", ".join(sorted(info.capabilities)) or "none reported"),
+        ("context length", str(info.context_length or "unknown")),
+        ("family", info.family or ""),
+        ("parameters", info.parameter_size or ""),
+        ("quantization", info.quantization or ""),
+        ("tools via", strategy),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:15} {value}")
+
+
+@models.command("add")
+@click.argument("name")
+@click.argument("path", type=click.Path(path_type=Path))
+def models_add(name: str, path: Path) -> None:
+    """Register a GGUF file at PATH as model NAME for the embedded engine (like `ollama create`)."""
+    from ollagraph.agents.engine.registry import Registry
+    from ollagraph.agents.paths import state_path
+
+    try:
+        spec = Registry(state_path("models", "registry.json").parent).register(name, path)
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"Registered {spec.name} → {path.resolve()}. Use it with: agent ask --model {spec.name} ..."
+    )
+
+
+@main.command()
+@_config_option
+def doctor(config_file: str | None) -> None:
+    """Check the state directory, model server, model, device, DuckDB, data and network."""
+    from ollagraph.agents.config import load_settings
+    from ollagraph.agents.doctor import run_checks
+
+    settings = load_settings(config_file)
+    failed = False
+    for check in run_checks(settings):
+        mark = "✓" if check.ok else "✗"
+        click.echo(f"{mark} {check.name}: {check.detail}")
+        if not check.ok and check.hint:
+            click.echo(f"    fix: {check.hint}")
+        failed = failed or (not check.ok and check.essential)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
