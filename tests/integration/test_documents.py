@@ -29,6 +29,7 @@ from ollagraph.tools.documents import (
 from ollagraph.tools.embeddings import get_embed_model
 from ollagraph.tools.ingest import IngestEvent, ensure_sample_store, ingest, sample_store_path
 from ollagraph.tools.store import DocumentStore, open_store
+from tests.pdf import minimal_pdf
 
 pytestmark = pytest.mark.integration
 
@@ -54,31 +55,6 @@ WARRANTY_LINES = [
     "Every squeaker is guaranteed for two years.",
     "A squeaker that stops squeaking is replaced free of charge.",
 ]
-
-
-def minimal_pdf(lines: list[str]) -> bytes:
-    """Write a one-page PDF with Helvetica text lines, by hand (pypdf cannot add text)."""
-    content = "BT /F1 12 Tf 14 TL 72 720 Td " + " ".join(f"({x}) '" for x in lines) + " ET"
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        "/Resources << /Font << /F1 5 0 R >> >> >>",
-        f"<< /Length {len(content)} >>\nstream\n{content}\nendstream",
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += "".join(f"{offset:010d} 00000 n \n" for offset in offsets).encode()
-    out += (
-        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    )
-    return out
 
 
 @pytest.fixture(autouse=True)
