@@ -169,6 +169,9 @@ def chat(verbose: bool, config_file: str | None, thread_id: str | None, **flags:
     from ollagraph.agents.session import Session, new_thread_id
 
     settings = _prepare(_settings(config_file, **flags), verbose)
+    from ollagraph.agents.readiness import warm_up
+
+    warm_up(settings)  # load the model now (kept for keep_alive), not on the first question
     session = Session(settings, thread_id=thread_id or new_thread_id())
     sys.exit(run_chat(session, verbose=verbose))
 

@@ -47,6 +47,11 @@ def test_ask_plain_prints_only_the_answer_on_stdout(fake_ollama: FakeOllama) -> 
     assert chats[0]["model"] == "smollm2:135m" and chats[0]["options"]["temperature"] == 0.0
     assert "tools" not in chats[0] or not chats[0]["tools"]  # the plan call binds no tools
     assert [t["function"]["name"] for t in chats[1]["tools"]] == ["sql_query"]
+    assert "format" not in chats[1] or not chats[1]["format"]  # never tools and format together
+    for body in chats:
+        assert body["keep_alive"] == "5m" and body["stream"] is True
+        num_ctx = body["options"]["num_ctx"]
+        assert num_ctx % 1024 == 0 and 2048 <= num_ctx <= 8192
     assert chats[2]["messages"][-1]["role"] == "tool"
     assert "| 60 |" in chats[2]["messages"][-1]["content"]
     assert "| 60 |" in chats[3]["messages"][-1]["content"]  # the answer prompt has the result
@@ -184,8 +189,10 @@ def test_chat_transcript_commands_and_resume(fake_ollama: FakeOllama) -> None:
     assert "sql_query: Run one read-only SQL query" in err
     assert "model: other:1b" in err and "thread: t-1" in err
     assert "Unknown command /bogus" in err
+    warm_up, *turns = fake_ollama.chat_requests
+    assert warm_up["messages"] == [] and warm_up["keep_alive"] == "5m"  # loads the model first
     # the second question carried the first turn as history
-    last_plan = fake_ollama.chat_requests[4]["messages"]
+    last_plan = turns[4]["messages"]
     assert [m["role"] for m in last_plan] == ["system", "user", "assistant", "user"]
 
     # a new process with --thread t-1 finds the saved conversation
@@ -224,3 +231,23 @@ def test_help_does_not_import_heavy_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "Usage: agent" in out.stdout
     assert "HEAVY []" in out.stdout
+
+
+def test_constrained_strategy_sends_a_schema_and_no_tools(
+    fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ollagraph.agents.strategy import decision_schema
+
+    monkeypatch.setenv("OLLAGRAPH_TOOL_STRATEGY", "constrained")
+    from ollagraph.tools.registry import tool_specs
+
+    fake_ollama.enqueue_text("1. sql_query")
+    fake_ollama.enqueue_text(json.dumps({"tool": "sql_query", "arguments": {"query": COUNT_SQL}}))
+    fake_ollama.enqueue_text(json.dumps({"final_answer": "60"}))
+    fake_ollama.enqueue_text("60 ducks.")
+    code, out, err = invoke("ask", "How many ducks?", "--json", "--tools", "sql_query")
+    assert code == 0, err
+    assert json.loads(out)["tool_calls"][0]["args"] == {"query": COUNT_SQL}
+    act = fake_ollama.chat_requests[1]
+    assert not act.get("tools")
+    assert act["format"] == decision_schema(tool_specs(["sql_query"]))
