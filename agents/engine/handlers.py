@@ -31,6 +31,7 @@ from typing import Any
 from ollagraph.agents import __version__
 from ollagraph.agents.engine.embed_backend import MiniLMRunner
 from ollagraph.agents.engine.gguf import GGUFError
+from ollagraph.agents.engine.hf_backend import HFRunner, build_format
 from ollagraph.agents.engine.llama_backend import Finished, LlamaRunner, build_grammar
 from ollagraph.agents.engine.protocol import (
     APIError,
@@ -42,6 +43,7 @@ from ollagraph.agents.engine.protocol import (
     utc_timestamp,
 )
 from ollagraph.agents.engine.registry import (
+    KIND_HF,
     ModelFacts,
     Registry,
     is_valid_name,
@@ -277,7 +279,7 @@ class OllamaAPI:
         if _wants_thinking(request.get("think")):
             raise APIError(400, f'"{name}" does not support thinking')
         options = GenerationOptions.from_request(request.get("options"))
-        grammar = build_grammar(request.get("format"))
+        grammar = _format_for(model, request.get("format"))
         parts = self._chat_parts(
             name, model, messages, tools, options, grammar, keep_alive, started
         )
@@ -294,8 +296,8 @@ class OllamaAPI:
             "done": True,
         }
 
-    def _llama(self, runner: Any) -> LlamaRunner:
-        if not isinstance(runner, LlamaRunner):
+    def _llama(self, runner: Any) -> LlamaRunner | HFRunner:
+        if not isinstance(runner, LlamaRunner | HFRunner):
             raise APIError(500, "this model cannot generate text")
         return runner
 
@@ -377,7 +379,7 @@ class OllamaAPI:
         if _wants_thinking(request.get("think")):
             raise APIError(400, f'"{name}" does not support thinking')
         options = GenerationOptions.from_request(request.get("options"))
-        grammar = build_grammar(request.get("format"))
+        grammar = _format_for(model, request.get("format"))
         messages: list[Mapping[str, Any]] = []
         if isinstance(request.get("system"), str) and request["system"]:
             messages.append({"role": "system", "content": request["system"]})
@@ -500,6 +502,13 @@ class OllamaAPI:
                 return JSONResponse(200, {"embedding": []})
             result = runner.embed([prompt])
         return JSONResponse(200, {"embedding": result.vectors[0]})
+
+
+def _format_for(model: PresentModel, format_value: Any) -> Any:
+    """The `format` of a request, prepared for the model's backend (None for free text)."""
+    if model.spec.kind == KIND_HF:
+        return build_format(format_value)
+    return build_grammar(format_value)
 
 
 def _renormalize(vector: list[float]) -> list[float]:

@@ -35,6 +35,7 @@ from ollagraph.agents.engine.gguf import GGUFError, gguf_info, human_number, is_
 
 KIND_GGUF = "gguf"
 KIND_MINILM = "minilm"
+KIND_HF = "hf"
 
 SMOLLM2 = "smollm2:135m"
 ALL_MINILM = "all-minilm:latest"
@@ -266,7 +267,7 @@ class Registry:
                 added = entry.get("added_at")
                 found[name] = ModelSpec(
                     name,
-                    KIND_GGUF,
+                    KIND_HF if entry.get("kind") == KIND_HF else KIND_GGUF,
                     Path(path),
                     bundled=False,
                     added_at=float(added) if isinstance(added, int | float) else None,
@@ -279,14 +280,16 @@ class Registry:
         return self.bundled().get(canonical) or self.user_models().get(canonical)
 
     def register(self, name: str, path: str | os.PathLike[str]) -> ModelSpec:
-        """Register a GGUF file under a model name, like `ollama create NAME -f Modelfile`.
+        """Register a model under a name, like `ollama create NAME -f Modelfile`.
 
         Args:
             name: The model name to use (`my-model`, `qwen2.5:0.5b`).
-            path: The `.gguf` file; it is used in place, not copied.
+            path: A `.gguf` file, or a Hugging Face checkpoint folder (with `config.json`);
+                it is used in place, not copied.
 
         Raises:
-            ValueError: The name is invalid or taken by a bundled model, or the file is not GGUF.
+            ValueError: The name is invalid or taken by a bundled model, or the path is neither
+                a GGUF file nor a checkpoint folder.
         """
         canonical = normalize_name(name)
         if not is_valid_name(canonical):
@@ -294,6 +297,8 @@ class Registry:
         if canonical in self.bundled():
             raise ValueError(f"{canonical} is a bundled model; choose another name")
         file = Path(path).expanduser().resolve()
+        if file.is_dir():
+            return self._register_folder(canonical, file)
         if not file.is_file():
             raise ValueError(f"{file} does not exist or is not a file")
         if not is_gguf(file):
@@ -308,6 +313,19 @@ class Registry:
             self._write_user(models)
         spec = self.user_models()[canonical]
         return spec
+
+    def _register_folder(self, canonical: str, folder: Path) -> ModelSpec:
+        """Register a Hugging Face checkpoint folder (kind `hf`)."""
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"{folder} is not a Hugging Face checkpoint (no config.json); "
+                "give a .gguf file or a folder with config.json, weights and a tokenizer"
+            )
+        with self._lock:
+            models = self._read_user()
+            models[canonical] = {"path": str(folder), "kind": KIND_HF, "added_at": time.time()}
+            self._write_user(models)
+        return self.user_models()[canonical]
 
     def unregister(self, name: str) -> bool:
         """Forget a user-registered model (its file is left alone). Returns whether it existed."""
@@ -329,6 +347,10 @@ def model_facts(spec: ModelSpec) -> ModelFacts:
     """
     if spec.kind == KIND_MINILM:
         return _minilm_facts(spec.source)
+    if spec.kind == KIND_HF:
+        from ollagraph.agents.engine.hf_facts import hf_facts
+
+        return hf_facts(spec.source)
     info = gguf_info(spec.source)
     template = info.chat_template
     capabilities = ["completion"]
@@ -416,6 +438,7 @@ def _minilm_facts(folder: Path) -> ModelFacts:
 __all__ = [
     "ALL_MINILM",
     "KIND_GGUF",
+    "KIND_HF",
     "KIND_MINILM",
     "PLAIN_TEMPLATE",
     "SMOLLM2",

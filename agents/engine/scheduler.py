@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ollagraph.agents.engine.embed_backend import MiniLMRunner
+from ollagraph.agents.engine.hf_backend import HFRunner
 from ollagraph.agents.engine.llama_backend import LlamaRunner
-from ollagraph.agents.engine.registry import KIND_MINILM
+from ollagraph.agents.engine.registry import KIND_HF, KIND_MINILM
 from ollagraph.agents.engine.store import PresentModel
 
 
@@ -102,6 +103,8 @@ class Scheduler:
     def _new_runner(model: PresentModel, num_ctx: int, num_thread: int) -> Runner:
         if model.spec.kind == KIND_MINILM:
             return MiniLMRunner(model.weights)
+        if model.spec.kind == KIND_HF:
+            return HFRunner(model.weights, n_ctx=num_ctx, n_threads=num_thread)
         return LlamaRunner(model.weights, n_ctx=num_ctx, n_threads=num_thread)
 
     @staticmethod
@@ -113,6 +116,8 @@ class Scheduler:
                 return True
             wanted = min(num_ctx, runner.info.context_length or num_ctx)
             return runner.n_ctx < wanted
+        if isinstance(runner, HFRunner):  # the KV cache grows as needed: no reload for num_ctx
+            return runner.path != model.weights
         return False
 
     @contextmanager

@@ -114,6 +114,8 @@ class Store:
         spec = self.registry.lookup(name)
         if spec is None:
             return None
+        if not spec.bundled and spec.source.is_dir():  # a registered checkpoint folder
+            return self._present_folder(spec)
         if not spec.bundled:
             try:
                 stat = spec.source.stat()
@@ -147,6 +149,25 @@ class Store:
             digest=hashlib.sha256(raw).hexdigest(),
             size=size,
             modified_at=self.manifest_path(spec.name).stat().st_mtime,
+            files=files,
+        )
+
+    def _present_folder(self, spec: ModelSpec) -> PresentModel | None:
+        """A registered folder: its digest is that of its file names and file digests."""
+        try:
+            files = dict(spec.files())
+            listing = "".join(
+                f"{name}\0{self.digests.sha256(path)}\n" for name, path in files.items()
+            )
+            size = sum(path.stat().st_size for path in files.values())
+            mtime = spec.source.stat().st_mtime
+        except OSError:
+            return None
+        return PresentModel(
+            spec=spec,
+            digest=hashlib.sha256(listing.encode()).hexdigest(),
+            size=size,
+            modified_at=spec.added_at or mtime,
             files=files,
         )
 
