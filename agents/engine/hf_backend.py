@@ -317,8 +317,10 @@ class HFRunner:
                     compiled = self._compiler.compile_json_schema(
                         request.text, any_whitespace=False, strict_mode=True
                     )
-                else:
-                    compiled = self._compiler.compile_builtin_json_grammar()
+                else:  # "json" means an object, as in Ollama (llama.cpp's JSON grammar)
+                    compiled = self._compiler.compile_json_schema(
+                        '{"type": "object"}', any_whitespace=False, strict_mode=False
+                    )
             except Exception as exc:  # xgrammar raises RuntimeError / InvalidJSONError
                 raise APIError(400, f"invalid JSON schema in format: {exc}") from None
         self.compile_seconds = time.perf_counter() - started
@@ -361,7 +363,7 @@ class HFRunner:
         emitted = ""
         pending = ""
         reason = "length"
-        hit = False
+        hit = matcher_done = False
         with torch.inference_mode():
             inputs = torch.tensor([prompt_tokens], device=self.device)
             output = model(input_ids=inputs, use_cache=True)
@@ -388,7 +390,8 @@ class HFRunner:
                 out, pending, hit = _split_stop(pending, stops)
                 if out:
                     yield Piece(out)
-                if hit or (matcher is not None and matcher.is_terminated()):
+                matcher_done = matcher is not None and matcher.is_terminated()
+                if hit or matcher_done:
                     reason = "stop"
                     break
                 if limit is not None and len(generated) >= limit:
@@ -399,8 +402,12 @@ class HFRunner:
                 output = model(
                     input_ids=step, past_key_values=output.past_key_values, use_cache=True
                 )
-        if not hit and pending:
-            yield Piece(pending)
+        if not hit:
+            answer = generated[:-1] if reason == "stop" and not matcher_done else generated
+            text = self._tokenizer.decode(answer, skip_special_tokens=False)
+            pending += text[len(emitted) :] if text.startswith(emitted) else ""
+            if pending:
+                yield Piece(pending)
         ended = time.perf_counter()
         first = first_token_at or ended
         yield Finished(
