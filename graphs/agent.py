@@ -42,6 +42,7 @@ from ollagraph.tools.registry import tool_specs
 from ollagraph.tools.runner import execute
 
 PLAN_TOKENS = 160  # a plan is a few short lines
+ANSWER_TOKENS = 600  # bounds a small model's repetition loops, not a real answer
 RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
 
 
@@ -65,11 +66,12 @@ def _database_schema(settings: Settings, compact: bool = False) -> str | None:
 def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
     """Treat a reply that only repeats calls already answered this turn as the decision to answer.
 
-    Small models often call the same tool with the same arguments again after it succeeded; the
-    result is already in front of them, so the loop goes on to the answer instead.
+    Small models often send the same arguments again after a call succeeded — to the same tool,
+    or pasted into another one (the SQL text as a document search). The result is already in
+    front of them, so the loop goes on to the answer instead.
     """
-    done = {(run["name"], json.dumps(run["args"], sort_keys=True)) for run in runs if run["ok"]}
-    calls = [(c["name"], json.dumps(c["args"], sort_keys=True)) for c in reply.tool_calls]
+    done = {json.dumps(run["args"], sort_keys=True) for run in runs if run["ok"]}
+    calls = [json.dumps(c["args"], sort_keys=True) for c in reply.tool_calls]
     if calls and all(call in done for call in calls):
         return AIMessage(content="DONE (repeated a call that was already answered)", id=reply.id)
     return reply
@@ -115,10 +117,7 @@ def build_graph(
         )
         if strategy == "constrained":
             prompt = prompts.act_messages_compact(
-                state["messages"],
-                settings.tools,
-                _database_schema(settings, compact=True),
-                state.get("plan", ""),
+                state["messages"], settings.tools, _database_schema(settings, compact=True)
             )
         else:
             prompt = prompts.act_messages(
@@ -184,7 +183,7 @@ def build_graph(
             get_stream_writer()({"answer_prefix": prefix})
         model, messages = fit_request(
             settings,
-            make_model(settings),
+            limit_reply(make_model(settings), ANSWER_TOKENS),
             prompts.answer_messages(state["messages"], settings.max_steps if partial else None),
         )
         reply = call_model(settings, lambda: model.invoke(messages))

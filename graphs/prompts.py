@@ -40,7 +40,7 @@ above. When the tool results already contain what the answer needs, or no tool i
 with the word DONE and no tool call. {untrusted}"""
 
 ACT_COMPACT = """You are a data assistant. Decide the next step for the user's question.
-{schema}{plan}
+{schema}
 Look things up with a tool first. Give a final_answer only when the tool results above already
 answer the question, or when no tool can help. {untrusted}
 {examples}"""
@@ -178,30 +178,26 @@ def answer_messages(messages: Sequence[AnyMessage], partial_limit: int | None) -
     ]
 
 
-def plan_if_useful(plan: str, tools: Sequence[str]) -> str:
-    """The plan, when it names one of the tools; small models often write plans that mislead."""
-    return plan if any(name in plan for name in tools) else ""
-
-
 def act_messages_compact(
-    messages: Sequence[AnyMessage], tools: Sequence[str], schema: str | None, plan: str
+    messages: Sequence[AnyMessage], tools: Sequence[str], schema: str | None
 ) -> list[AnyMessage]:
     """Messages for the act node under the constrained strategy: short, with worked examples.
+
+    The plan is left out: models that need constrained decoding are small, and their free-text
+    plans misled the tool choice more often than they helped (measured on SmolLM2-135M: the plan
+    named the right tool for 1 of 6 sample questions).
 
     Args:
         messages: The thread.
         tools: Enabled tools.
         schema: The compact database description (one line per table), or None.
-        plan: This turn's plan (left out unless it names a tool).
     """
     table = schema.split("(", 1)[0].strip() if schema else "the table"
     examples = "\n".join(
         "Example: " + EXAMPLES[name].format(table=table) for name in tools if name in EXAMPLES
     )
-    useful = plan_if_useful(plan, tools)
     system = ACT_COMPACT.format(
         schema=f"Database tables (for sql_query):\n{schema}\n" if schema else "",
-        plan=f"Plan:\n{useful}\n" if useful else "",
         untrusted=UNTRUSTED,
         examples=examples,
     )

@@ -266,3 +266,16 @@ def test_a_repeated_failed_call_is_run_again() -> None:
     )
     state = run(model, "q")
     assert [m.status for m in tool_messages(state)] == ["error", "error"]
+
+
+def test_the_same_arguments_pasted_into_another_tool_go_to_the_answer() -> None:
+    model = (
+        ScriptedChatModel()
+        .enqueue_text("1. sql_query")
+        .enqueue_tool_call("sql_query", {"query": "SELECT 1 AS one"})
+        .enqueue_tool_call("web_search", {"query": "SELECT 1 AS one"})
+        .enqueue_text("one")
+    )
+    state = run(model, "q")
+    assert [m.name for m in tool_messages(state)] == ["sql_query"]
+    assert state["messages"][-1].content == "one"
