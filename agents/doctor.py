@@ -103,16 +103,14 @@ def _engine() -> Check:
 def _device() -> Check:
     if importlib.util.find_spec("torch") is None:
         return Check("device", False, "torch is not installed", "pip install torch", False)
-    import torch
+    from ollagraph.agents.engine.device import describe, resolve_device, resolve_dtype
 
-    if torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0)
-        precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        return Check("device", True, f"cuda ({name}), {precision}")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return Check("device", True, "mps, float16")
-    return Check("device", True, f"cpu ({torch.get_num_threads()} threads), float32")
+    try:
+        device = resolve_device()
+        dtype, note = resolve_dtype(device)
+    except ValueError as exc:
+        return Check("device", False, str(exc), "Set OLLAGRAPH_DEVICE to auto, cpu, cuda or mps.")
+    return Check("device", True, describe(device, dtype) + (f" ({note})" if note else ""))
 
 
 def _duckdb() -> Check:
