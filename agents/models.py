@@ -117,7 +117,8 @@ def fit_request(
 
     if not isinstance(model, ChatOllama):
         return model, list(messages)
-    from ollagraph.agents.readiness import model_info, plan_context
+    from ollagraph.agents.context_window import plan_context
+    from ollagraph.agents.readiness import model_info
 
     info = call_model(settings, lambda: model_info(settings))
     plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)

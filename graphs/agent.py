@@ -26,6 +26,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer
 
 from ollagraph.agents.config import Settings, load_settings
+from ollagraph.agents.context_window import tool_schema_chars
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import (
     ModelFactory,
@@ -34,7 +35,6 @@ from ollagraph.agents.models import (
     fit_request,
     limit_reply,
 )
-from ollagraph.agents.readiness import tool_schema_chars
 from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
 from ollagraph.graphs.state import InputState, State, ToolRun

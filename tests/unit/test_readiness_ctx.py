@@ -5,22 +5,24 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from ollagraph.agents.readiness import (
+from ollagraph.agents.context_window import (
     MESSAGE_OVERHEAD_CHARS,
-    ModelInfo,
-    PullEvent,
-    PullTally,
     estimate_tokens,
     fit_messages,
-    keep_alive_value,
     message_chars,
     message_role,
     messages_chars,
-    normalize_model_name,
     num_ctx_for,
-    parse_show,
     plan_context,
     tool_schema_chars,
+)
+from ollagraph.agents.readiness import (
+    ModelInfo,
+    PullEvent,
+    PullTally,
+    keep_alive_value,
+    normalize_model_name,
+    parse_show,
 )
 
 
