@@ -13,7 +13,8 @@ column carries a `COMMENT`, which the agent shows the model together with the sc
 The output is fully determined by `SEED` and this file (a seeded `random.Random`; no clock, no
 network): bump `SAMPLE_VERSION` whenever a change alters what `build` writes.
 
-Run as a script: `python -m ollagraph.data.build_sample OUT.duckdb`.
+The catalogue of ducks is `catalogue.py`, the customers `customers.py`. Run as a script:
+`python -m ollagraph.data.build_sample OUT.duckdb`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import random
 import shutil
 import sys
 import tempfile
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -33,292 +33,18 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from ollagraph.data.catalogue import FIRST_DAY, LAST_DAY, SOLD_OUT, Duck, catalogue
+from ollagraph.data.customers import Customer, generate_customers, region
+
 SAMPLE_VERSION = "1"
 """Version of the builder's output; part of the cached file name, so bump it on any change."""
 
 SEED = 20160409
-FIRST_DAY = date(2024, 1, 1)
-LAST_DAY = date(2025, 12, 31)
-N_CUSTOMERS = 520
 N_ORDERS = 3000
 FIRST_ORDER_ID = 10001
 LIMITED_RUN = 200
 LIMITED_MAX_PER_ORDER = 2
 CENT = Decimal("0.01")
-
-# --------------------------------------------------------------------------------------------
-# The catalogue
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Duck:
-    """One product of the catalogue, with the hidden knobs that shape its sales."""
-
-    duck_id: int
-    name: str
-    collection: str
-    color: str
-    material: str
-    squeaks: bool
-    size_cm: Decimal
-    price: Decimal
-    launched: date
-    popularity: float
-    quality: float
-    limited: bool = False
-
-
-# Sizes in cm, prices in GBP. `pop` weighs how often the duck is picked for an order; `stars` is
-# the mean of its review ratings.
-# Bath Spa ducks are natural rubber, Mini Sunny silicone, the rest recycled vinyl; every vinyl duck
-# squeaks except Jingle Duck (a bell inside), and the other two materials come sealed.
-_CATALOGUE = """
-# name               | collection    | color                | size | price | launched   | pop| stars
-Original Sunny       | Classic       | yellow               | 8.5  | 4.50  | 2016-04-09 | 8   | 4.5
-Mini Sunny           | Classic       | yellow               | 5.0  | 2.95  | 2017-02-14 | 5   | 4.4
-Big Bertha           | Classic       | yellow               | 25.0 | 19.99 | 2019-06-01 | 2   | 4.8
-Mama Duck            | Classic       | yellow               | 12.0 | 6.50  | 2016-04-09 | 3   | 4.4
-Pinky Puddles        | Classic       | pink                 | 8.5  | 4.95  | 2017-05-20 | 3   | 4.3
-Midnight Mallard     | Classic       | black                | 8.5  | 5.50  | 2020-10-31 | 2   | 4.4
-Glow Duck            | Classic       | luminous green       | 8.5  | 6.99  | 2021-03-12 | 3   | 3.2
-Rainbow Ruby         | Classic       | rainbow              | 9.0  | 5.99  | 2018-06-30 | 6   | 4.5
-Squeaky Pete         | Classic       | white                | 8.5  | 4.50  | 2016-09-01 | 3   | 4.3
-Captain Quack        | Pirates       | yellow and black     | 10.0 | 8.99  | 2018-09-19 | 10  | 4.7
-Blackbeak            | Pirates       | black                | 10.0 | 8.99  | 2018-09-19 | 4   | 4.4
-Peg-Leg Polly        | Pirates       | green                | 9.5  | 7.99  | 2019-09-19 | 3   | 4.3
-Long John Splasher   | Pirates       | brown                | 11.0 | 9.49  | 2019-09-19 | 3   | 4.4
-Admiral Puddlesworth | Pirates       | navy blue            | 12.0 | 9.99  | 2021-09-19 | 2   | 4.5
-Bonny Anne           | Pirates       | red                  | 9.5  | 7.99  | 2020-09-19 | 3   | 4.4
-Salty Sam            | Pirates       | grey                 | 9.0  | 7.49  | 2022-09-19 | 2   | 4.2
-Jolly Roger          | Pirates       | black and white      | 10.0 | 8.49  | 2024-09-19 | 4   | 4.5
-Cosmo Quack          | Space         | white                | 10.0 | 9.99  | 2019-07-20 | 6   | 4.6
-Luna Dabbler         | Space         | silver               | 9.5  | 9.49  | 2020-07-20 | 3   | 4.4
-Rocket Rex           | Space         | red                  | 11.0 | 10.99 | 2021-04-12 | 3   | 3.6
-Nebula Nell          | Space         | purple               | 9.5  | 9.49  | 2022-07-20 | 3   | 4.5
-Comet Quackers       | Space         | orange               | 9.0  | 8.99  | 2023-07-20 | 2   | 4.3
-Major Tom Mallard    | Space         | white and blue       | 10.5 | 10.49 | 2020-07-20 | 2   | 4.4
-Galaxy Gus           | Space         | dark blue            | 10.0 | 11.99 | 2024-07-20 | 4   | 4.6
-Moonwalker           | Space         | grey                 | 10.0 | 10.99 | 2025-07-20 | 5   | 4.7
-Santa Quack          | Holiday       | red and white        | 10.0 | 7.99  | 2017-11-01 | 9   | 4.6
-Reindeer Ralph       | Holiday       | brown                | 10.0 | 7.99  | 2018-11-01 | 6   | 4.5
-Snowflake Sue        | Holiday       | white and light blue | 9.0  | 6.99  | 2019-11-01 | 5   | 4.4
-Jingle Duck          | Holiday       | green and gold       | 8.5  | 6.99  | 2020-11-01 | 4   | 4.3
-Gingerbread Duck     | Holiday       | brown                | 9.0  | 7.49  | 2021-11-01 | 5   | 4.5
-Elfie                | Holiday       | green                | 8.0  | 6.99  | 2022-11-01 | 4   | 4.3
-Aurora               | Holiday       | green and violet     | 11.0 | 14.99 | 2025-11-01 | 7   | 4.8
-Frosty Feathers      | Holiday       | icy blue             | 11.0 | 14.99 | 2025-11-01 | 5   | 4.6
-Nutcracker Quack     | Holiday       | red and gold         | 12.0 | 16.99 | 2025-11-01 | 6   | 4.9
-Lavender Lou         | Bath Spa      | lilac                | 9.0  | 9.99  | 2020-01-15 | 5   | 4.6
-Eucalyptus Ed        | Bath Spa      | sage green           | 9.0  | 9.99  | 2020-01-15 | 3   | 4.4
-Bubble Bath Betty    | Bath Spa      | pink                 | 9.0  | 8.99  | 2021-01-15 | 3   | 4.3
-Zen Duck             | Bath Spa      | white                | 10.0 | 11.49 | 2022-01-15 | 3   | 4.5
-Cucumber Cool        | Bath Spa      | mint green           | 9.0  | 9.49  | 2023-01-15 | 2   | 4.2
-Spa Day Sadie        | Bath Spa      | peach                | 9.0  | 10.49 | 2024-01-15 | 3   | 4.4
-Rose Petal Rosie     | Bath Spa      | rose pink            | 9.0  | 10.99 | 2025-02-14 | 4   | 4.6
-Goalie Gary          | Sports        | green                | 9.5  | 7.49  | 2018-06-14 | 3   | 4.3
-Tennis Tess          | Sports        | white                | 9.0  | 7.49  | 2019-06-24 | 2   | 4.2
-Surfer Sid           | Sports        | turquoise            | 9.5  | 7.99  | 2020-06-20 | 3   | 4.5
-Ski Bunny Bea        | Sports        | pink and white       | 9.5  | 7.99  | 2021-12-01 | 2   | 4.3
-Marathon Mo          | Sports        | orange               | 9.0  | 6.99  | 2022-04-01 | 2   | 4.2
-Cricket Colin        | Sports        | white                | 9.0  | 7.49  | 2023-06-01 | 1   | 4.1
-Rugby Ron            | Sports        | red                  | 10.0 | 7.99  | 2023-09-08 | 2   | 4.3
-Unicorn Una          | Fairy Tale    | white and rainbow    | 10.5 | 9.99  | 2019-03-01 | 5   | 4.6
-Dragon Drake         | Fairy Tale    | green                | 11.0 | 10.49 | 2020-03-01 | 4   | 4.5
-Mermaid Marina       | Fairy Tale    | teal                 | 10.0 | 9.49  | 2021-03-01 | 4   | 4.5
-Wizard Waddles       | Fairy Tale    | purple               | 10.5 | 9.99  | 2022-03-01 | 3   | 4.4
-Princess Paddle      | Fairy Tale    | pink                 | 9.5  | 8.99  | 2023-03-01 | 2   | 4.3
-Sir Quacksalot       | Fairy Tale    | silver               | 10.5 | 9.99  | 2024-03-01 | 3   | 4.4
-Doctor Dabble        | Working Ducks | white                | 9.0  | 7.49  | 2018-03-01 | 2   | 4.3
-Chef Quackers        | Working Ducks | white                | 9.0  | 7.49  | 2019-05-01 | 3   | 4.4
-Firefighter Fred     | Working Ducks | red                  | 9.5  | 7.99  | 2020-05-04 | 3   | 4.5
-Detective Duckworth  | Working Ducks | brown                | 9.5  | 7.99  | 2021-05-01 | 2   | 4.3
-Professor Puddle     | Working Ducks | tweed brown          | 9.0  | 7.99  | 2022-05-01 | 2   | 4.2
-Pilot Penny          | Working Ducks | sky blue             | 9.5  | 8.49  | 2025-05-01 | 3   | 4.5
-"""
-
-LIMITED_EDITION = frozenset({"Aurora", "Frosty Feathers", "Nutcracker Quack"})
-"""The 2025 limited-edition Holiday trio: numbered runs of `LIMITED_RUN`, at most 2 per order."""
-SOLD_OUT = frozenset({"Midnight Mallard", "Rugby Ron", "Wizard Waddles"})
-
-
-def _material(name: str, collection: str) -> str:
-    if collection == "Bath Spa":
-        return "natural rubber"
-    return "silicone" if name == "Mini Sunny" else "recycled vinyl"
-
-
-def catalogue() -> list[Duck]:
-    """Return the 60 ducks of the catalogue, in `duck_id` order."""
-    ducks = []
-    lines = [line for line in _CATALOGUE.splitlines() if line and not line.startswith("#")]
-    for duck_id, line in enumerate(lines, start=1):
-        name, collection, color, size, price, launched, popularity, quality = (
-            cell.strip() for cell in line.split("|")
-        )
-        material = _material(name, collection)
-        ducks.append(
-            Duck(
-                duck_id=duck_id,
-                name=name,
-                collection=collection,
-                color=color,
-                material=material,
-                squeaks=material == "recycled vinyl" and name != "Jingle Duck",
-                size_cm=Decimal(size),
-                price=Decimal(price),
-                launched=date.fromisoformat(launched),
-                popularity=float(popularity),
-                quality=float(quality),
-                limited=name in LIMITED_EDITION,
-            )
-        )
-    return ducks
-
-
-# --------------------------------------------------------------------------------------------
-# Customers
-# --------------------------------------------------------------------------------------------
-
-_UK_FIRST = "Oliver Amelia Harry Isla George Ava Jack Emily Charlie Sophie Thomas Grace James Lily"
-_US_FIRST = "Emma Liam Olivia Noah Mia Ethan Harper Mason Abigail Logan Madison Lucas Chloe Aiden"
-# country: (customer weight, first names, last names, cities with weights)
-_COUNTRIES: dict[str, tuple[float, str, str, str]] = {
-    "United Kingdom": (
-        36,
-        _UK_FIRST + " William Freya Alfie Poppy Henry Evie Oscar Ruby Archie Daisy",
-        "Smith Jones Taylor Brown Williams Wilson Evans Roberts Walker Wright Robinson Thompson "
-        "Hughes Green Hall Clarke Patel Khan Wood Harris Lewis",
-        "London:5 Bristol:4 Manchester:2 Birmingham:2 Leeds:1 Glasgow:1 Edinburgh:1 Cardiff:1 "
-        "Bath:1 Brighton:1 Liverpool:1 Norwich:1 York:1",
-    ),
-    "United States": (
-        13,
-        _US_FIRST + " Ella Jackson",
-        "Johnson Miller Davis Garcia Rodriguez Martinez Anderson Moore Jackson Martin Lee White",
-        "New_York:3 Los_Angeles:2 Chicago:2 Seattle:1 Austin:1 Boston:1 Portland:1 Denver:1",
-    ),
-    "Germany": (
-        11,
-        "Lukas Mia Leon Hannah Finn Emma Jonas Lea Paul Lena Felix Marie",
-        "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Hoffmann Schulz",
-        "Berlin:3 Hamburg:2 Munich:2 Cologne:1 Frankfurt:1 Leipzig:1",
-    ),
-    "Ireland": (
-        8,
-        "Seán Aoife Conor Niamh Cian Saoirse Oisín Ciara Darragh Róisín",
-        "Murphy Kelly O'Sullivan Walsh O'Brien Byrne Ryan O'Connor Doyle McCarthy",
-        "Dublin:4 Cork:2 Galway:1 Limerick:1 Waterford:1",
-    ),
-    "Netherlands": (
-        7,
-        "Daan Emma Sem Julia Lucas Tess Finn Sophie Levi Zoë",
-        "de_Jong Jansen de_Vries van_den_Berg Bakker Visser Smit Meijer Mulder",
-        "Amsterdam:3 Rotterdam:2 Utrecht:1 The_Hague:1 Eindhoven:1 Groningen:1",
-    ),
-    "France": (
-        6,
-        "Lucas Léa Hugo Chloé Louis Manon Jules Camille Arthur Inès",
-        "Martin Bernard Dubois Thomas Robert Petit Durand Leroy Moreau Laurent",
-        "Paris:4 Lyon:2 Marseille:1 Toulouse:1 Nantes:1 Bordeaux:1",
-    ),
-    "Canada": (
-        5,
-        _US_FIRST,
-        "Tremblay Roy Gagnon Smith Brown Wilson MacDonald Campbell",
-        "Toronto:3 Vancouver:2 Montreal:2 Ottawa:1 Calgary:1",
-    ),
-    "Australia": (
-        5,
-        "Jack Charlotte William Olivia Thomas Isla Noah Mia Cooper Matilda",
-        "Smith Jones Williams Brown Wilson Taylor Nguyen Kelly",
-        "Sydney:3 Melbourne:3 Brisbane:1 Perth:1 Adelaide:1",
-    ),
-    "Sweden": (
-        4,
-        "Erik Astrid Lars Elsa Oskar Maja Nils Ebba Hugo Alva",
-        "Andersson Johansson Karlsson Nilsson Eriksson Larsson Olsson Persson",
-        "Stockholm:3 Gothenburg:2 Malmö:1 Uppsala:1",
-    ),
-    "Spain": (
-        3,
-        "Hugo Lucía Mateo Sofía Pablo Martina Daniel Paula Alejandro Carmen",
-        "García Fernández González Rodríguez López Martínez Sánchez Pérez",
-        "Madrid:3 Barcelona:3 Valencia:1 Seville:1 Bilbao:1",
-    ),
-    "Japan": (
-        2,
-        "Haruto Yui Sota Hina Yuto Aoi Ren Sakura",
-        "Sato Suzuki Takahashi Tanaka Watanabe Ito Yamamoto Nakamura",
-        "Tokyo:3 Osaka:2 Kyoto:1 Yokohama:1 Sapporo:1",
-    ),
-}
-_EUROPE = frozenset({"Germany", "Ireland", "Netherlands", "France", "Sweden", "Spain"})
-_EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "mail.example")
-
-
-def region(country: str) -> str:
-    """Return the shipping region of `country`: "UK", "Europe" or "Rest of world"."""
-    if country == "United Kingdom":
-        return "UK"
-    return "Europe" if country in _EUROPE else "Rest of world"
-
-
-@dataclass(frozen=True)
-class Customer:
-    """A web shop account."""
-
-    customer_id: int
-    name: str
-    email: str
-    country: str
-    city: str
-    signed_up: date
-    appetite: float
-
-
-def _words(text: str) -> list[str]:
-    return [word.replace("_", " ") for word in text.split()]
-
-
-def _ascii_slug(text: str) -> str:
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return "".join(ch for ch in plain.lower() if ch.isalnum())
-
-
-def _signup_day(rng: random.Random) -> date:
-    if rng.random() < 0.35:  # accounts carried over from the old shop (2019-2023)
-        return date(2019, 1, 1) + timedelta(days=rng.randrange(5 * 365))
-    return FIRST_DAY + timedelta(days=rng.randrange((LAST_DAY - FIRST_DAY).days - 10))
-
-
-def _customers(rng: random.Random) -> list[Customer]:
-    countries = list(_COUNTRIES)
-    weights = [_COUNTRIES[c][0] for c in countries]
-    drafts: list[tuple[date, str, str, str, float]] = []
-    for _ in range(N_CUSTOMERS):
-        country = rng.choices(countries, weights)[0]
-        _, firsts, lasts, city_spec = _COUNTRIES[country]
-        spec = [item.split(":") for item in city_spec.split()]
-        city = rng.choices([c.replace("_", " ") for c, _ in spec], [float(w) for _, w in spec])[0]
-        name = f"{rng.choice(_words(firsts))} {rng.choice(_words(lasts))}"
-        appetite = 0.0 if rng.random() < 0.1 else min(rng.lognormvariate(0, 0.8), 6.0)
-        if country == "United Kingdom":
-            appetite *= 1.3
-        drafts.append((_signup_day(rng), name, country, city, appetite))
-    drafts.sort(key=lambda draft: draft[0])  # ids grow with the sign-up date
-    customers: list[Customer] = []
-    taken: set[str] = set()
-    for customer_id, (signed_up, name, country, city, appetite) in enumerate(drafts, start=1):
-        first, _, last = name.partition(" ")
-        local = f"{_ascii_slug(first)}.{_ascii_slug(last)}"
-        email = f"{local}@{rng.choice(_EMAIL_DOMAINS)}"
-        if email in taken:
-            email = f"{local}{customer_id}@{rng.choice(_EMAIL_DOMAINS)}"
-        taken.add(email)
-        customers.append(Customer(customer_id, name, email, country, city, signed_up, appetite))
-    return customers
-
 
 # --------------------------------------------------------------------------------------------
 # Calendar, shipping and prices (the rules the documents describe)
@@ -791,7 +517,7 @@ def generate() -> dict[str, list[tuple[Any, ...]]]:
     """
     rng = random.Random(SEED)
     ducks = catalogue()
-    customers = _customers(rng)
+    customers = generate_customers(rng)
     orders = _orders(rng, ducks, customers)
     stock = _stock(rng, ducks, orders)
     reviews = _reviews(rng, ducks, orders)
