@@ -129,6 +129,11 @@ def _signup_day(rng: random.Random) -> date:
 
 
 def generate_customers(rng: random.Random) -> list[Customer]:
+    """Make the shop's customers, numbered from 1, in sign-up order.
+
+    Args:
+        rng: The builder's seeded generator (its state advances).
+    """
     countries = list(_COUNTRIES)
     weights = [_COUNTRIES[c][0] for c in countries]
     drafts: list[tuple[date, str, str, str, float]] = []
