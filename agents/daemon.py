@@ -30,21 +30,28 @@ import contextlib
 import ipaddress
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal, TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import ModelError
 from ollagraph.agents.paths import state_path
+from ollagraph.agents.server_process import (
+    describe_exit,
+    kill_group,
+    log_offset,
+    log_tail,
+    spawn,
+    tail_hint,
+    terminate_group,
+)
 
 T = TypeVar("T")
 
@@ -55,7 +62,6 @@ PROBE_TIMEOUT = 3.0
 """Seconds `ensure_server` waits for `/api/version` before deciding nothing answers."""
 STOP_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when stopping an owned server."""
-LOG_TAIL_LINES = 20
 MAX_RESTARTS = 1
 
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -231,7 +237,7 @@ class ServerHandle:
             if self.leave_running and not force:
                 return
             self._stopped = True
-            _terminate_group(self.process, STOP_GRACE)
+            terminate_group(self.process, STOP_GRACE)
 
     def recover(self, since: int | None = None) -> bool:
         """Restart an owned server that died, once.
@@ -260,148 +266,26 @@ class ServerHandle:
             if code is None:
                 return False
             if self.restarts >= MAX_RESTARTS:
-                _kill_group(self.process.pid)
+                kill_group(self.process.pid)
                 raise ModelError(
                     f"The model server at {self.url} stopped unexpectedly twice "
-                    f"(last {_describe_exit(code)}); see {self.log_path}.",
-                    hint=_tail_hint(self.log_path, None),
+                    f"(last {describe_exit(code)}); see {self.log_path}.",
+                    hint=tail_hint(self.log_path, None),
                 ) from None
-            _kill_group(self.process.pid)
+            kill_group(self.process.pid)
             self.restarts += 1
             self.generation += 1
-            offset = _log_offset(self.log_path)
-            self.process = _spawn(
+            offset = log_offset(self.log_path)
+            self.process = spawn(
                 self.command,
                 self.url,
                 self.log_path,
-                note=f"restarting after the server {_describe_exit(code)}",
+                note=f"restarting after the server {describe_exit(code)}",
             )
             self.version = _wait_healthy(
                 self.process, self.command, self.url, self.start_timeout, self.log_path, offset
             )
             return True
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-# -- process management -------------------------------------------------------------------------
-
-
-def _host_port(url: str) -> str:
-    parts = urlsplit(url)
-    name = parts.hostname or "127.0.0.1"
-    if ":" in name:
-        name = f"[{name}]"
-    return f"{name}:{parts.port or 11434}"
-
-
-def _open_log(log_path: Path) -> IO[bytes]:
-    try:
-        return log_path.open("ab")
-    except OSError as exc:
-        raise ModelError(
-            f"Cannot write the model server log {log_path}: {exc.strerror or exc}.",
-            hint="Set OLLAGRAPH_HOME to a writable directory.",
-        ) from None
-
-
-def _spawn(
-    command: Sequence[str], url: str, log_path: Path | None, *, note: str
-) -> subprocess.Popen[bytes]:
-    """Start `command` in its own process group with its output appended to `log_path`."""
-    env = dict(os.environ)
-    env["OLLAMA_HOST"] = _host_port(url)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    log = _open_log(log_path) if log_path is not None else None
-    try:
-        if log is not None:
-            stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            log.write(
-                f"\n=== ollagraph {stamp}: {note}: OLLAMA_HOST={env['OLLAMA_HOST']} "
-                f"{' '.join(command)}\n".encode()
-            )
-            log.flush()
-        return subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log if log is not None else subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as exc:
-        raise ModelError(
-            f"Could not start the model server `{' '.join(command)}`: {exc.strerror or exc}.",
-            hint="Check ollama_path, or install Ollama from https://ollama.com/download.",
-        ) from None
-    finally:
-        if log is not None:
-            log.close()  # the child holds its own copy of the descriptor
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _terminate_group(process: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM the process group, wait up to `grace` seconds, then SIGKILL it."""
-    pgid = process.pid
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-    # Children of the leader (model runners) share its group: make sure none survives.
-    _kill_group(pgid)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace)
-
-
-def _log_offset(log_path: Path | None) -> int:
-    if log_path is None:
-        return 0
-    try:
-        return log_path.stat().st_size
-    except OSError:
-        return 0
-
-
-def log_tail(log_path: Path | None, offset: int | None = 0, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines a server wrote to its log since byte `offset`.
-
-    Args:
-        log_path: The server log.
-        offset: Where the current run's output starts (None: anywhere in the file).
-        lines: How many lines to return at most.
-    """
-    if log_path is None:
-        return ""
-    try:
-        with log_path.open("rb") as log:
-            log.seek(0, os.SEEK_END)
-            size = log.tell()
-            start = max(offset or 0, size - 64 * 1024)
-            log.seek(start)
-            text = log.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _tail_hint(log_path: Path | None, offset: int | None) -> str:
-    tail = log_tail(log_path, offset)
-    if not tail.strip():
-        return f"The server wrote nothing to {log_path}."
-    indented = "\n".join("  " + line for line in tail.splitlines())
-    return f"Last lines of {log_path}:\n{indented}"
 
 
 def _wait_healthy(
@@ -418,27 +302,27 @@ def _wait_healthy(
     while True:
         code = process.poll()
         if code is not None:
-            _kill_group(process.pid)
+            kill_group(process.pid)
             raise ModelError(
-                f"The model server `{' '.join(command)}` {_describe_exit(code)} before it "
+                f"The model server `{' '.join(command)}` {describe_exit(code)} before it "
                 f"answered at {url}.",
-                hint=_tail_hint(log_path, offset),
+                hint=tail_hint(log_path, offset),
             ) from None
         remaining = deadline - time.monotonic()
         try:
             version = probe(url, timeout=max(0.2, min(1.0, remaining)))
         except ModelError:
-            _terminate_group(process, 1.0)
+            terminate_group(process, 1.0)
             raise
         if version is not None:
             return version
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            _terminate_group(process, 1.0)
+            terminate_group(process, 1.0)
             raise ModelError(
                 f"The model server started by ollagraph did not answer at {url} within "
                 f"{timeout:g} s.",
-                hint=_tail_hint(log_path, offset)
+                hint=tail_hint(log_path, offset)
                 + "\nRaise server_start_timeout, or start the server yourself.",
             ) from None
         time.sleep(min(delay, remaining))
@@ -459,8 +343,8 @@ def _start_owned(settings: Settings, url: str) -> ServerHandle:
                 "reinstall ollagraph.",
             )
     log_path = state_path("logs", "server.log")
-    offset = _log_offset(log_path)
-    process = _spawn(command, url, log_path, note=f"starting the {kind} server")
+    offset = log_offset(log_path)
+    process = spawn(command, url, log_path, note=f"starting the {kind} server")
     try:
         version = _wait_healthy(
             process, command, url, settings.server_start_timeout, log_path, offset
@@ -473,7 +357,7 @@ def _start_owned(settings: Settings, url: str) -> ServerHandle:
                 return ServerHandle(url=url, version=other)
         raise
     except BaseException:  # Ctrl-C while waiting: leave nothing running behind
-        _terminate_group(process, 1.0)
+        terminate_group(process, 1.0)
         raise
     handle = ServerHandle(
         url=url,
