@@ -31,7 +31,7 @@ from typing import Any
 from ollagraph.agents.engine.device import describe, resolve_device, resolve_dtype
 from ollagraph.agents.engine.hf_facts import read_config
 from ollagraph.agents.engine.llama_backend import Finished, Piece, _split_stop, template_messages
-from ollagraph.agents.engine.protocol import APIError, GenerationOptions
+from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
 
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>")
@@ -275,20 +275,13 @@ class HFRunner:
         Raises:
             APIError: Even the shortest form is longer than the context window (400).
         """
-        limit = self.context_limit(num_ctx or self.n_ctx)
-        kept = list(messages)
-        while True:
-            tokens = self.tokenize(self.render(kept, tools))
-            if len(tokens) < limit:
-                return tokens
-            droppable = [i for i, m in enumerate(kept[:-1]) if str(m.get("role")) != "system"]
-            if not droppable:
-                raise APIError(
-                    400,
-                    f"the input length ({len(tokens)} tokens) exceeds the context length "
-                    f"({limit} tokens)",
-                )
-            del kept[droppable[0]]
+        return fit_chat(
+            messages,
+            tools,
+            self.context_limit(num_ctx or self.n_ctx),
+            render=self.render,
+            tokenize=self.tokenize,
+        )
 
     # -- constrained decoding -----------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
-from ollagraph.agents.engine.protocol import APIError, GenerationOptions
+from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
 
 _LOAD_LOCK = threading.Lock()
@@ -368,20 +368,13 @@ class LlamaRunner:
         Raises:
             APIError: Even the shortest form is longer than the context window (400).
         """
-        limit = self.context_limit(num_ctx or self.n_ctx)
-        kept = list(messages)
-        while True:
-            tokens = self.tokenize(self.render(kept, tools))
-            if len(tokens) < limit:
-                return tokens
-            droppable = [i for i, m in enumerate(kept[:-1]) if str(m.get("role")) != "system"]
-            if not droppable:
-                raise APIError(
-                    400,
-                    f"the input length ({len(tokens)} tokens) exceeds the context length "
-                    f"({limit} tokens)",
-                )
-            del kept[droppable[0]]
+        return fit_chat(
+            messages,
+            tools,
+            self.context_limit(num_ctx or self.n_ctx),
+            render=self.render,
+            tokenize=self.tokenize,
+        )
 
     # -- generating ---------------------------------------------------------------------------
 

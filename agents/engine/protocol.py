@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -239,3 +239,40 @@ __all__ = [
     "parse_keep_alive",
     "utc_timestamp",
 ]
+
+
+def fit_chat(
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]],
+    limit: int,
+    *,
+    render: Callable[[list[Mapping[str, Any]], Sequence[Mapping[str, Any]]], str],
+    tokenize: Callable[[str], list[int]],
+) -> list[int]:
+    """Render and tokenize a chat, dropping the oldest turns until it fits in `limit` tokens.
+
+    System messages and the last message are always kept, as Ollama does.
+
+    Args:
+        messages: The chat.
+        tools: Tool definitions for templates that take them.
+        limit: The request's context window, in tokens.
+        render: The model's chat template.
+        tokenize: The model's tokenizer.
+
+    Raises:
+        APIError: Even the shortest form is longer than the context window (400).
+    """
+    kept = list(messages)
+    while True:
+        tokens = tokenize(render(kept, tools))
+        if len(tokens) < limit:
+            return tokens
+        droppable = [i for i, m in enumerate(kept[:-1]) if str(m.get("role")) != "system"]
+        if not droppable:
+            raise APIError(
+                400,
+                f"the input length ({len(tokens)} tokens) exceeds the context length "
+                f"({limit} tokens)",
+            )
+        del kept[droppable[0]]
