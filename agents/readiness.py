@@ -7,10 +7,10 @@ Everything here talks to the server through the official `ollama` client, with t
   pulls it with `POST /api/pull`, streaming `PullEvent`s to a plain callback (the CLI draws them
   with `ollagraph.agents.pull_progress`; this module never draws). Offline, a failed pull or
   `auto_pull` off end in a `ModelError` naming the model and what to do.
-- `model_info` reads `/api/show`: capabilities (`completion`, `tools`, `vision`, `embedding`,
-  `thinking`), context length, family, size and quantization. It is cached in-process and on disk
-  (`$OLLAGRAPH_HOME/cache/model_info/<digest>.json`), keyed by the digest `/api/tags` reports, so a
-  re-pulled model is read again.
+- `model_info` reads `/api/show` (parsed and cached per digest by
+  `ollagraph.agents.model_facts`): capabilities (`completion`, `tools`, `vision`, `embedding`,
+  `thinking`), context length, family, size and quantization. The digest comes from `/api/tags`,
+  so a re-pulled model is read again.
 - `warm_up` loads the model with an empty chat and `keep_alive`; Ollama answers such a request with
   `done_reason: "load"`, which `is_load_response` recognises: it is not an answer.
 
@@ -20,41 +20,27 @@ Sizing the context window of a request is `ollagraph.agents.context_window`.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import ModelError
-from ollagraph.agents.paths import state_path
+from ollagraph.agents.model_facts import (
+    ModelInfo,
+    forget_in_process,
+    normalize_model_name,
+    parse_show,
+    recall,
+    remember,
+)
 
 if TYPE_CHECKING:
     import ollama
 
-INFO_CACHE_VERSION = 1
-KNOWN_CAPABILITIES = frozenset({"completion", "tools", "vision", "embedding", "thinking", "insert"})
-
-_info_cache: dict[str, ModelInfo] = {}
-_cache_lock = threading.Lock()
-
 
 # -- names and the client -------------------------------------------------------------------------
-
-
-def normalize_model_name(name: str) -> str:
-    """Give a model name Ollama's default tag: `qwen2.5` → `qwen2.5:latest`.
-
-    Args:
-        name: A model name, optionally with a namespace (`library/x`) and a tag (`x:3b`).
-    """
-    name = name.strip()
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 def keep_alive_value(text: str) -> str | float:
@@ -340,137 +326,9 @@ def ensure_model(
 # -- model facts ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What `/api/show` says about a model.
-
-    Attributes:
-        name: The model name with tag.
-        digest: The digest from `/api/tags` this was read for.
-        capabilities: Any of `completion`, `tools`, `vision`, `embedding`, `thinking`, `insert`.
-        context_length: The longest context the model was trained for (tokens), if reported.
-        family: Model family (`llama`, `qwen2`).
-        parameter_size: As reported (`135M`, `3.1B`).
-        quantization: Quantization level (`Q4_K_M`, `Q8_0`).
-        inferred: True when the server reported no capabilities and they were guessed from the
-            chat template (servers before Ollama 0.6).
-    """
-
-    name: str
-    digest: str
-    capabilities: frozenset[str]
-    context_length: int | None = None
-    family: str = ""
-    parameter_size: str = ""
-    quantization: str = ""
-    inferred: bool = False
-
-    @property
-    def supports_tools(self) -> bool:
-        """Whether the model takes native `tools`."""
-        return "tools" in self.capabilities
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (the disk cache's format)."""
-        data = asdict(self)
-        data["capabilities"] = sorted(self.capabilities)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ModelInfo:
-        """Rebuild from `to_json` output."""
-        length = data.get("context_length")
-        return cls(
-            name=str(data["name"]),
-            digest=str(data["digest"]),
-            capabilities=frozenset(str(c) for c in data.get("capabilities") or ()),
-            context_length=int(length) if length is not None else None,
-            family=str(data.get("family") or ""),
-            parameter_size=str(data.get("parameter_size") or ""),
-            quantization=str(data.get("quantization") or ""),
-            inferred=bool(data.get("inferred", False)),
-        )
-
-
-def parse_show(name: str, digest: str, show: Mapping[str, Any]) -> ModelInfo:
-    """Build a `ModelInfo` from an `/api/show` response body.
-
-    The context length is `model_info["<arch>.context_length"]`, where `<arch>` is
-    `model_info["general.architecture"]`. A server that sends no `capabilities` gets them inferred:
-    `completion`, plus `tools` when the chat template renders tools, plus `vision` when the model
-    has a vision projector.
-
-    Args:
-        name: The model name.
-        digest: Its digest from `/api/tags`.
-        show: The response body (as JSON).
-    """
-    info = show.get("model_info") or show.get("modelinfo") or {}
-    details = show.get("details") or {}
-    arch = str(info.get("general.architecture") or "")
-    length = info.get(f"{arch}.context_length") if arch else None
-    if length is None:
-        length = next(
-            (v for k, v in info.items() if k.endswith(".context_length") and v is not None), None
-        )
-    reported = show.get("capabilities")
-    inferred = reported is None
-    if reported is None:
-        template = str(show.get("template") or "")
-        caps = {"completion"}
-        if re.search(r"\.Tools\b|\.ToolCalls\b|\btools\b", template):
-            caps.add("tools")
-        if any(".vision." in key or key.startswith("clip.") for key in info):
-            caps.add("vision")
-    else:
-        caps = {str(c).lower() for c in reported}
-    return ModelInfo(
-        name=normalize_model_name(name),
-        digest=digest,
-        capabilities=frozenset(caps),
-        context_length=int(length) if isinstance(length, int | float) and length > 0 else None,
-        family=str(details.get("family") or arch),
-        parameter_size=str(details.get("parameter_size") or ""),
-        quantization=str(details.get("quantization_level") or ""),
-        inferred=inferred,
-    )
-
-
-def _cache_file(digest: str) -> str:
-    safe = re.sub(r"[^0-9A-Za-z]", "", digest)[:128]
-    return str(state_path("cache", "model_info", f"{safe}.json"))
-
-
-def _read_disk(digest: str, name: str) -> ModelInfo | None:
-    try:
-        with open(_cache_file(digest), encoding="utf-8") as handle:
-            data = json.load(handle)
-        if data.get("version") != INFO_CACHE_VERSION or data.get("digest") != digest:
-            return None
-        return replace(ModelInfo.from_json(data), name=normalize_model_name(name))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _write_disk(info: ModelInfo) -> None:
-    path = _cache_file(info.digest)
-    data = {"version": INFO_CACHE_VERSION, **info.to_json()}
-    with contextlib.suppress(OSError):
-        folder = os.path.dirname(path)
-        fd, tmp = tempfile.mkstemp(prefix=".info-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, indent=1)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
 def clear_model_info_cache() -> None:
     """Forget the in-process `model_info` cache (the disk cache stays)."""
-    with _cache_lock:
-        _info_cache.clear()
+    forget_in_process()
 
 
 def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
@@ -498,16 +356,9 @@ def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
             hint=f"Pull it with `ollama pull {name}`, or {_choices(have)}.",
         )
     key = entry.digest
-    if key:
-        with _cache_lock:
-            cached = _info_cache.get(key)
-        if cached is not None:
-            return replace(cached, name=name)
-        from_disk = _read_disk(key, name)
-        if from_disk is not None:
-            with _cache_lock:
-                _info_cache[key] = from_disk
-            return from_disk
+    known = recall(key, name) if key else None
+    if known is not None:
+        return known
     with _server_errors(settings, name):
         try:
             show = client(settings).show(entry.name)
@@ -517,9 +368,7 @@ def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
             ) from None
     info = parse_show(name, key, show.model_dump(by_alias=True, exclude_none=True))
     if key:
-        with _cache_lock:
-            _info_cache[key] = info
-        _write_disk(info)
+        remember(info)
     return info
 
 
