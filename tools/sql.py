@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,12 +32,17 @@ MAX_COUNTED_ROWS = 100_000
 
 @dataclass
 class _Database:
-    """An open connection plus what identifies it (to reopen when the file changes)."""
+    """An open connection plus what identifies it (to reopen when the file changes).
+
+    `descriptions` caches `describe_database` results for this version of the file: the agent
+    shows the schema to the model on every step, and the example values cost queries.
+    """
 
     conn: duckdb.DuckDBPyConnection
     path: Path
     stamp: tuple[float, int]
     lock: threading.Lock
+    descriptions: dict[tuple[int, bool], str] = field(default_factory=dict)
 
 
 _open: dict[str, _Database] = {}
@@ -281,6 +286,13 @@ def describe_database(settings: Settings, max_tables: int = 30, compact: bool = 
         DatabaseError: The database cannot be opened.
     """
     db = _database(settings)
+    key = (max_tables, compact)
+    if key not in db.descriptions:
+        db.descriptions[key] = _describe(db, max_tables, compact)
+    return db.descriptions[key]
+
+
+def _describe(db: _Database, max_tables: int, compact: bool) -> str:
     with db.lock:
         conn = db.conn.cursor()
         try:
