@@ -97,6 +97,14 @@ def _settings(config_file: str | None, **flags: Any) -> Any:
     return load_settings(config_file, flags)
 
 
+def _start_server(settings: Any) -> Any:
+    """Find or start the model server; a server this command starts stops with it, SIGTERM too."""
+    from ollagraph.agents.daemon import ensure_server
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops our server
+    return ensure_server(settings)
+
+
 def _prepare(settings: Any, verbose: bool = False) -> Any:
     """Check the data sources, then make sure the model server runs and has the model.
 
@@ -111,11 +119,9 @@ def _prepare(settings: Any, verbose: bool = False) -> Any:
         from ollagraph.tools.documents import check_documents
 
         settings = check_documents(settings)
-    from ollagraph.agents.daemon import ensure_server
     from ollagraph.agents.pull_progress import ensure_model_with_progress
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops our server
-    handle = ensure_server(settings)
+    handle = _start_server(settings)
     if verbose:
         click.echo(handle.describe(), err=True)
     ensure_model_with_progress(settings)
@@ -220,11 +226,8 @@ def serve(bind: str | None) -> None:
 
 def _server_settings(config_file: str | None, model: str | None = None, **flags: Any) -> Any:
     """Settings for a `models` command, with the server found or started."""
-    from ollagraph.agents.daemon import ensure_server
-
     settings = _settings(config_file, model=model, **flags)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    ensure_server(settings)
+    _start_server(settings)
     return settings
 
 
