@@ -21,6 +21,16 @@ from ollagraph.agents.errors import ConfigError
 ALL_TOOLS: tuple[str, ...] = ("sql_query", "search_documents", "web_search")
 DEFAULT_MODEL = "smollm2:135m"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
+TASKS: tuple[str, ...] = ("caption", "generate", "upscale", "faces")
+TASK_KEYS: tuple[str, ...] = (
+    "model",
+    "device",
+    "device_mode",
+    "precision",
+    "quantization",
+    "batch_size",
+    "low_cpu_mem_usage",
+)
 
 
 def _doc(text: str, **kwargs: Any) -> Any:
@@ -112,6 +122,75 @@ class Settings:
         "Pull a missing model (with a progress bar) before using it.", default=True
     )
 
+    device: str = _doc(
+        "Where torch models run (image workers, the engine's transformers backend): auto "
+        "(cuda > mps > cpu), cpu, mps, cuda or cuda:N.",
+        default="auto",
+    )
+    device_mode: str = _doc(
+        "single (one device) or auto (spread a large model over the GPUs with accelerate).",
+        default="single",
+    )
+    precision: str = _doc(
+        "Weight precision for torch models: auto (bf16 on CUDA with bf16, fp16 on other CUDA and "
+        "MPS, fp32 on CPU), float32, float16 or bfloat16. Half precision on a CPU runs as fp32.",
+        default="auto",
+    )
+    quantization: str = _doc(
+        "Quantize torch model weights: none, int8, int4 or nf4 (bitsandbytes, CUDA only).",
+        default="none",
+    )
+    batch_size: int = _doc("Most image requests one forward pass serves.", default=8)
+    low_cpu_mem_usage: bool = _doc(
+        "Load torch weights without a second full copy in RAM.", default=True
+    )
+    worker_idle_timeout: float = _doc(
+        "Seconds an image worker keeps its model loaded without requests (0: until exit).",
+        default=300.0,
+    )
+    caption_model: str = _doc(
+        "Image-to-text model (BLIP family): a Hugging Face repo id or a local folder.",
+        default="Salesforce/blip-image-captioning-base",
+    )
+    image_model: str = _doc(
+        "Text-to-image model (a diffusers pipeline: SD, SDXL, FLUX): repo id or local folder.",
+        default="stabilityai/sd-turbo",
+    )
+    upscale_model: str = _doc(
+        "Super-resolution model: a Swin2SR repo id or folder, or an ESRGAN/Real-ESRGAN .pth or "
+        ".safetensors file.",
+        default="caidas/swin2SR-classical-sr-x2-64",
+    )
+    face_model: str = _doc(
+        "Face embedding model (a transformers vision backbone): repo id or local folder.",
+        default="jayanta/vit-base-patch16-224-in21k-face-recognition",
+    )
+    image_dir: str = _doc(
+        "Folder for generated and upscaled images. Empty: images/ in the state directory.",
+        default="",
+    )
+    max_image_pixels: int = _doc(
+        "Largest input image (width x height) the image tools decode.", default=40_000_000
+    )
+    hf_cache_dir: str = _doc(
+        "Hugging Face cache for image models. Empty: the hub's default (~/.cache/huggingface).",
+        default="",
+    )
+    models_offline: bool = _doc(
+        "Never download image models; use the Hugging Face cache or local paths only.",
+        default=False,
+    )
+    task_overrides: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "description": "Per-task settings that replace the global ones, e.g. "
+            "{caption: {precision: float16}}. Tasks: caption, generate, upscale, faces; keys: "
+            "model, device, device_mode, precision, quantization, batch_size, "
+            "low_cpu_mem_usage. In TOML: [task_overrides.caption]; in the environment: "
+            "caption.precision=float16,faces.device=cpu."
+        },
+    )
+
     def __post_init__(self) -> None:
         self.tools = tuple(self.tools)
         unknown = [name for name in self.tools if name not in ALL_TOOLS]
@@ -130,6 +209,19 @@ class Settings:
             raise ConfigError(
                 f"`tool_strategy` must be auto, native or constrained, got {self.tool_strategy!r}."
             )
+        for task, values in self.task_overrides.items():
+            if task not in TASKS:
+                raise ConfigError(
+                    f"Unknown task {task!r} in task_overrides; choose from {', '.join(TASKS)}."
+                )
+            unknown = sorted(set(values) - set(TASK_KEYS))
+            if unknown:
+                raise ConfigError(
+                    f"Unknown key(s) {', '.join(unknown)} in task_overrides.{task}; "
+                    f"choose from {', '.join(TASK_KEYS)}."
+                )
+        if self.batch_size < 1 or self.max_image_pixels < 1:
+            raise ConfigError("`batch_size` and `max_image_pixels` must be at least 1.")
         if self.temperature < 0:
             raise ConfigError(f"`temperature` must be 0 or more, got {self.temperature}.")
 
@@ -187,6 +279,8 @@ def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
             if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
                 return tuple(raw)
             raise ValueError("expected a list of names")
+        if typing.get_origin(kind) is dict:
+            return _convert_overrides(raw)
         if kind is bool:
             if isinstance(raw, bool):
                 return raw
@@ -211,6 +305,22 @@ def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
         detail = str(exc) if "expected" in str(exc) else f"expected {kind.__name__}"
         raise ConfigError(f"Invalid value {raw!r} for `{name}` in {where}: {detail}.") from None
     raise ConfigError(f"Unsupported setting type for `{name}`.")  # pragma: no cover
+
+
+def _convert_overrides(raw: Any) -> dict[str, dict[str, Any]]:
+    """Per-task overrides from a TOML table or `caption.precision=fp16,faces.device=cpu`."""
+    if isinstance(raw, str):
+        table: dict[str, dict[str, Any]] = {}
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            key, sep, value = part.partition("=")
+            task, dot, name = key.strip().partition(".")
+            if not sep or not dot:
+                raise ValueError("expected TASK.KEY=VALUE pairs separated by commas")
+            table.setdefault(task, {})[name.strip()] = value.strip()
+        return table
+    if isinstance(raw, dict) and all(isinstance(v, dict) for v in raw.values()):
+        return {str(k): dict(v) for k, v in raw.items()}
+    raise ValueError("expected a table of tables, e.g. [task_overrides.caption]")
 
 
 def config_file_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
@@ -309,6 +419,8 @@ def load_settings(
 __all__ = [
     "ALL_TOOLS",
     "DEFAULT_MODEL",
+    "TASKS",
+    "TASK_KEYS",
     "Settings",
     "field_descriptions",
     "load_settings",

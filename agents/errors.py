@@ -33,6 +33,10 @@ class ConfigError(OllagraphError):
     exit_code = 2
 
 
+class DeviceError(ConfigError):
+    """A device, precision, device_mode or quantization setting cannot run on this machine."""
+
+
 class StateDirError(OllagraphError):
     """The state directory (OLLAGRAPH_HOME) cannot be created or written."""
 
@@ -51,6 +55,14 @@ class IngestError(OllagraphError):
 
 class ModelError(OllagraphError):
     """The model server is unreachable, the model is missing, or a model call failed."""
+
+
+class ImageInputError(OllagraphError):
+    """An image input is missing, not an image, truncated, or too large to decode safely."""
+
+
+class WorkerError(OllagraphError):
+    """A torch worker cannot load its model (not cached offline, wrong kind) or run a task."""
 
 
 class ToolError(OllagraphError):

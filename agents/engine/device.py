@@ -1,10 +1,9 @@
-"""Where torch models run and at what precision: one policy for every torch backend.
+"""The engine's view of the device policy: `resolve_device` and `resolve_dtype` over `devices`.
 
-`resolve_device` picks the accelerator (CUDA, then Apple's MPS, then the CPU) or checks the one
-asked for; `resolve_dtype` picks the precision that device runs well (bf16 on CUDA cards that
-support it, fp16 on other CUDA cards and on MPS, fp32 on the CPU, where half precision is slow
-and poorly supported). Both read their setting at call time from `$OLLAGRAPH_DEVICE` and
-`$OLLAGRAPH_PRECISION` when the caller asks for `auto`.
+The transformers backend asks for `auto`, which reads `$OLLAGRAPH_DEVICE` and
+`$OLLAGRAPH_PRECISION` at call time; the rules themselves (cuda > mps > cpu, bf16/fp16 on GPUs,
+fp32 on the CPU, downgrades with a note) live in `ollagraph.agents.devices`, shared with the
+image workers. Errors are `ValueError`s, which the engine turns into HTTP errors.
 
 torch is imported inside the functions, never when this module is imported.
 """
@@ -12,8 +11,10 @@ torch is imported inside the functions, never when this module is imported.
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING, Any
+
+from ollagraph.agents.devices import DeviceCaps, DevicePolicy, resolve_placement
+from ollagraph.agents.errors import DeviceError
 
 if TYPE_CHECKING:
     import torch
@@ -21,30 +22,10 @@ if TYPE_CHECKING:
 DEVICE_ENV = "OLLAGRAPH_DEVICE"
 PRECISION_ENV = "OLLAGRAPH_PRECISION"
 
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-_PRECISIONS = {
-    "fp32": "float32",
-    "float32": "float32",
-    "fp16": "float16",
-    "float16": "float16",
-    "half": "float16",
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-}
 
-
-def _torch() -> Any:
-    """Import torch, with a clear error when it is missing."""
-    try:
-        import torch
-    except ImportError:
-        raise ValueError("torch is not installed; pip install torch") from None
-    return torch
-
-
-def _mps_available(torch: Any) -> bool:
-    backend = getattr(getattr(torch, "backends", None), "mps", None)
-    return bool(backend is not None and backend.is_available())
+def _from_env(value: str, env: str) -> str:
+    value = (value or "auto").strip().lower()
+    return (os.environ.get(env, "").strip().lower() or "auto") if value == "auto" else value
 
 
 def resolve_device(requested: str = "auto") -> str:
@@ -54,48 +35,21 @@ def resolve_device(requested: str = "auto") -> str:
         requested: `auto` (then `$OLLAGRAPH_DEVICE`, else cuda > mps > cpu), `cpu`, `mps`,
             `cuda` or `cuda:N`.
 
-    Returns:
-        A torch device string: `cuda`, `cuda:N`, `mps` or `cpu`.
-
     Raises:
         ValueError: The device is unknown or not available on this machine.
     """
-    value = (requested or "auto").strip().lower()
-    if value == "auto":
-        value = os.environ.get(DEVICE_ENV, "").strip().lower() or "auto"
-    if not _DEVICE.match(value):
+    value = _from_env(requested, DEVICE_ENV)
+    try:
+        policy = DevicePolicy(device=value)
+    except DeviceError:
         raise ValueError(
             f"unknown device {value!r} (from {DEVICE_ENV} or the request): "
             "use auto, cpu, mps, cuda or cuda:N"
-        )
-    torch = _torch()
-    cuda = bool(torch.cuda.is_available())
-    if value == "auto":
-        if cuda:
-            return "cuda"
-        return "mps" if _mps_available(torch) else "cpu"
-    if value == "cpu":
-        return "cpu"
-    if value == "mps":
-        if not _mps_available(torch):
-            raise ValueError(
-                f"device 'mps' is not available on this machine ({DEVICE_ENV}): use cpu or auto"
-            )
-        return "mps"
-    if not cuda:
-        raise ValueError(
-            f"device {value!r} is not available: torch sees no CUDA GPU ({DEVICE_ENV}); "
-            "use cpu or auto"
-        )
-    if ":" in value:
-        index = int(value.split(":", 1)[1])
-        count = int(torch.cuda.device_count())
-        if index >= count:
-            raise ValueError(
-                f"device {value!r} is not available: this machine has {count} CUDA "
-                f"device(s) (cuda:0..cuda:{count - 1})"
-            )
-    return value
+        ) from None
+    try:
+        return resolve_placement(policy, DeviceCaps.probe()).device
+    except DeviceError as exc:
+        raise ValueError(f"{exc.message} ({DEVICE_ENV})") from None
 
 
 def resolve_dtype(device: str, requested: str = "auto") -> tuple[torch.dtype, str]:
@@ -107,41 +61,24 @@ def resolve_dtype(device: str, requested: str = "auto") -> tuple[torch.dtype, st
             `fp16` or `bf16` (`float32`, `float16`, `half`, `bfloat16` also accepted).
 
     Returns:
-        (torch dtype, note). The note is empty unless the request was downgraded, e.g.
-        fp16 on the CPU becomes fp32.
+        (torch dtype, note). The note is empty unless the request was downgraded.
 
     Raises:
         ValueError: The precision is unknown.
     """
-    value = (requested or "auto").strip().lower()
-    if value == "auto":
-        value = os.environ.get(PRECISION_ENV, "").strip().lower() or "auto"
-    if value != "auto" and value not in _PRECISIONS:
+    value = _from_env(requested, PRECISION_ENV)
+    try:
+        policy = DevicePolicy(device=device, precision=value)
+    except DeviceError:
         raise ValueError(
             f"unknown precision {value!r} (from {PRECISION_ENV} or the request): "
             "use auto, fp32, fp16 or bf16"
-        )
-    torch = _torch()
-    kind = device.split(":", 1)[0]
-    if value == "auto":
-        if kind == "cuda":
-            with_bf16 = bool(torch.cuda.is_bf16_supported())
-            return (torch.bfloat16 if with_bf16 else torch.float16), ""
-        if kind == "mps":
-            return torch.float16, ""
-        return torch.float32, ""
-    name = _PRECISIONS[value]
-    if kind == "cpu" and name != "float32":
-        short = "bf16" if name == "bfloat16" else "fp16"
-        return torch.float32, (
-            f"{short} requested on the CPU: using fp32 instead "
-            "(half precision is slow and poorly supported on CPUs)"
-        )
-    if kind == "cuda" and name == "bfloat16" and not torch.cuda.is_bf16_supported():
-        return torch.float16, "bf16 requested but this GPU does not support it: using fp16"
-    if kind == "mps" and name == "bfloat16":
-        return torch.float16, "bf16 requested on MPS: using fp16 (better supported)"
-    return getattr(torch, name), ""
+        ) from None
+    try:
+        placement = resolve_placement(policy, DeviceCaps.probe())
+    except DeviceError as exc:
+        raise ValueError(exc.message) from None
+    return placement.torch_dtype(), "; ".join(placement.notes)
 
 
 def describe(device: str, dtype: Any) -> str:
