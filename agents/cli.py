@@ -313,6 +313,15 @@ def models_add(name: str, path: Path) -> None:
     )
 
 
+def _add_image_commands() -> None:
+    from ollagraph.agents.image_cli import image
+
+    main.add_command(image)
+
+
+_add_image_commands()
+
+
 @main.command()
 @_config_option
 def doctor(config_file: str | None) -> None:

@@ -18,7 +18,15 @@ from typing import Any
 
 from ollagraph.agents.errors import ConfigError
 
-ALL_TOOLS: tuple[str, ...] = ("sql_query", "search_documents", "web_search")
+TEXT_TOOLS: tuple[str, ...] = ("sql_query", "search_documents", "web_search")
+IMAGE_TOOLS: tuple[str, ...] = (
+    "caption_image",
+    "generate_image",
+    "upscale_image",
+    "embed_faces",
+    "find_similar_faces",
+)
+ALL_TOOLS: tuple[str, ...] = TEXT_TOOLS + IMAGE_TOOLS
 DEFAULT_MODEL = "smollm2:135m"
 DEFAULT_OLLAMA_HOST = "http://127.0.0.1:11434"
 TASKS: tuple[str, ...] = ("caption", "generate", "upscale", "faces")
@@ -50,7 +58,9 @@ class Settings:
     )
     temperature: float = _doc("Sampling temperature of the model (0 = deterministic).", default=0.0)
     tools: tuple[str, ...] = _doc(
-        "Tools the model may call: any of sql_query, search_documents, web_search.",
+        "Tools the model may call: sql_query, search_documents, web_search, and the image tools "
+        "caption_image, generate_image, upscale_image, embed_faces, find_similar_faces (offered "
+        "only for questions about an image file or asking for a picture).",
         default=ALL_TOOLS,
     )
     max_steps: int = _doc(
@@ -171,6 +181,14 @@ class Settings:
     )
     max_image_pixels: int = _doc(
         "Largest input image (width x height) the image tools decode.", default=40_000_000
+    )
+    faces_db: str = _doc(
+        "DuckDB file that stores face embeddings. Empty: faces.duckdb in the state directory.",
+        default="",
+    )
+    image_timeout: float = _doc(
+        "Seconds one image tool call may run (a first call also loads the model).",
+        default=600.0,
     )
     hf_cache_dir: str = _doc(
         "Hugging Face cache for image models. Empty: the hub's default (~/.cache/huggingface).",
@@ -419,8 +437,10 @@ def load_settings(
 __all__ = [
     "ALL_TOOLS",
     "DEFAULT_MODEL",
+    "IMAGE_TOOLS",
     "TASKS",
     "TASK_KEYS",
+    "TEXT_TOOLS",
     "Settings",
     "field_descriptions",
     "load_settings",

@@ -1,9 +1,9 @@
 """`agent doctor`: is everything a run needs in place? One ✓/✗ line per check, with a fix.
 
 Checks: the state directory, the config, the model server and its version, the model and its
-capabilities, the embedded engine's backend, the compute device, DuckDB and its extensions, the
-sample data, the embedding model, and web reachability. Nothing here starts a server or pulls a
-model: doctor only looks.
+capabilities, the embedded engine's backend, the compute device and where each image task runs,
+DuckDB and its extensions, the sample data, the embedding model, and web reachability. Nothing
+here starts a server or pulls a model: doctor only looks.
 """
 
 from __future__ import annotations
@@ -100,17 +100,43 @@ def _engine() -> Check:
     return Check("embedded engine", True, f"llama.cpp backend; bundled: {names or 'none'}")
 
 
-def _device() -> Check:
+def _device(settings: Settings) -> Check:
     if importlib.util.find_spec("torch") is None:
         return Check("device", False, "torch is not installed", "pip install torch", False)
-    from ollagraph.agents.engine.device import describe, resolve_device, resolve_dtype
+    from ollagraph.agents.devices import DeviceCaps, DevicePolicy, resolve_placement
+    from ollagraph.agents.errors import OllagraphError
 
+    fix = "Set device/precision in the config, OLLAGRAPH_DEVICE/OLLAGRAPH_PRECISION or flags."
     try:
-        device = resolve_device()
-        dtype, note = resolve_dtype(device)
-    except ValueError as exc:
-        return Check("device", False, str(exc), "Set OLLAGRAPH_DEVICE to auto, cpu, cuda or mps.")
-    return Check("device", True, describe(device, dtype) + (f" ({note})" if note else ""))
+        caps = DeviceCaps.probe()
+        policy = DevicePolicy(
+            device=settings.device,
+            device_mode=settings.device_mode,
+            precision=settings.precision,
+            quantization=settings.quantization,
+        )
+        placement = resolve_placement(policy, caps)
+    except OllagraphError as exc:
+        return Check("device", False, exc.message, exc.hint or fix)
+    gpus = ", ".join(f"{g.name} ({g.memory_gib:g} GiB)" for g in caps.cuda)
+    notes = "; ".join(placement.notes)
+    detail = placement.label + (f" [{gpus}]" if gpus else "") + (f" ({notes})" if notes else "")
+    return Check("device", True, detail)
+
+
+def _image_tasks(settings: Settings) -> Check:
+    """Where each image task would run (after per-task overrides); nothing is loaded."""
+    from ollagraph.agents.errors import OllagraphError
+    from ollagraph.agents.workers.service import TASK_SPECS, task_placement
+
+    lines = []
+    for task in TASK_SPECS:
+        try:
+            source, placement = task_placement(settings, task)
+        except OllagraphError as exc:
+            return Check("image tasks", False, f"{task}: {exc.message}", exc.hint or "", False)
+        lines.append(f"{task} {placement.label} ({source.name})")
+    return Check("image tasks", True, "; ".join(lines), essential=False)
 
 
 def _duckdb() -> Check:
@@ -178,7 +204,8 @@ def run_checks(settings: Settings) -> Iterator[Check]:
         lambda: _server(settings),
         lambda: _model(settings),
         _engine,
-        _device,
+        lambda: _device(settings),
+        lambda: _image_tasks(settings),
         _duckdb,
         _sample,
         lambda: _embeddings(settings),

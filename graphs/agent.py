@@ -16,9 +16,10 @@ brings its own); the CLI builds one with a SQLite checkpointer through `build_gr
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -37,6 +38,7 @@ from ollagraph.agents.models import (
 )
 from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
+from ollagraph.graphs.routing import select_tools
 from ollagraph.graphs.state import InputState, State, ToolRun
 from ollagraph.tools.registry import tool_specs
 from ollagraph.tools.runner import execute
@@ -50,6 +52,22 @@ def run_settings(runtime: Runtime[Settings]) -> Settings:
     """The settings of this run: the runtime context, else the configured defaults."""
     context = runtime.context
     return context if isinstance(context, Settings) else load_settings()
+
+
+def _question(state: State) -> str:
+    for message in reversed(state["messages"]):
+        if isinstance(message, HumanMessage):
+            return _text(message)
+    return ""
+
+
+def routed_settings(state: State, runtime: Runtime[Settings]) -> Settings:
+    """The run's settings with `tools` narrowed to what this turn's question was offered."""
+    settings = run_settings(runtime)
+    offered = state.get("offered")
+    if offered is None:
+        return settings
+    return replace(settings, tools=tuple(offered))
 
 
 def _database_schema(settings: Settings, compact: bool = False) -> str | None:
@@ -97,7 +115,8 @@ def build_graph(
     make_model = model_factory or chat_model
 
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = run_settings(runtime)
+        offered = select_tools(_question(state), run_settings(runtime).tools)
+        settings = replace(run_settings(runtime), tools=offered)
         model, messages = fit_request(
             settings,
             limit_reply(make_model(settings), PLAN_TOKENS),
@@ -106,10 +125,16 @@ def build_graph(
             ),
         )
         reply = call_model(settings, lambda: model.invoke(messages))
-        return {"plan": _text(reply), "steps": 0, "tool_runs": [], "partial": False}
+        return {
+            "plan": _text(reply),
+            "steps": 0,
+            "tool_runs": [],
+            "partial": False,
+            "offered": list(offered),
+        }
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = run_settings(runtime)
+        settings = routed_settings(state, runtime)
         specs = tool_specs(settings.tools)
         model = make_model(settings)
         strategy = (
@@ -140,7 +165,7 @@ def build_graph(
         return "answer"
 
     def tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = run_settings(runtime)
+        settings = routed_settings(state, runtime)
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         results: list[ToolMessage] = []

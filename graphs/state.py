@@ -41,9 +41,11 @@ class State(InputState, total=False):
         steps: Tool-calling steps taken this turn (bounded by `max_steps`).
         tool_runs: This turn's tool calls with their timings and outputs.
         partial: True when the step limit ended the turn before the model was done.
+        offered: The tools this turn's question was offered (image requests get image tools).
     """
 
     plan: str
     steps: int
     tool_runs: list[ToolRun]
     partial: bool
+    offered: list[str]

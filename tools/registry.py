@@ -12,6 +12,13 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from ollagraph.tools.documents import search_documents
+from ollagraph.tools.images import (
+    caption_image,
+    embed_faces,
+    find_similar_faces,
+    generate_image,
+    upscale_image,
+)
 from ollagraph.tools.sql import sql_query
 from ollagraph.tools.web import web_search
 
@@ -22,6 +29,11 @@ TOOLS: dict[str, Callable[..., str]] = {
     "sql_query": sql_query,
     "search_documents": search_documents,
     "web_search": web_search,
+    "caption_image": caption_image,
+    "generate_image": generate_image,
+    "upscale_image": upscale_image,
+    "embed_faces": embed_faces,
+    "find_similar_faces": find_similar_faces,
 }
 
 

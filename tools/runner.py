@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ollagraph.agents.config import Settings
+from ollagraph.agents.config import IMAGE_TOOLS, Settings
 from ollagraph.agents.errors import OllagraphError, ToolError
 from ollagraph.tools.context import using_settings
 from ollagraph.tools.registry import TOOLS, tool_specs
@@ -115,12 +115,13 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
             f"Expected arguments: {{{expected}}}. Fix them and call again.",
         )
     kwargs = {k: v for k, v in validated.model_dump().items() if k in spec.args}
+    limit = settings.image_timeout if name in IMAGE_TOOLS else settings.tool_timeout
     try:
         with using_settings(settings):
-            result = _run_with_timeout(TOOLS[name], kwargs, settings.tool_timeout)
+            result = _run_with_timeout(TOOLS[name], kwargs, limit)
     except TimeoutError:
         return failed(
-            f"{call} timed out after {settings.tool_timeout:g} s.",
+            f"{call} timed out after {limit:g} s.",
             "Try a simpler request, or another tool.",
         )
     except ToolError as exc:

@@ -125,9 +125,13 @@ def load_image(source: str, limits: ImageLimits | None = None) -> Image.Image:
             image = Image.open(io.BytesIO(data))  # reads the header only
     except UnidentifiedImageError:
         raise ImageInputError(f"{name} is not an image PIL can read.") from None
-    except Image.DecompressionBombError:
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
         raise ImageInputError(
-            f"{name} is too large to decode safely (over {limits.max_pixels} pixels)."
+            f"{name} is too large to decode safely ({size}); the limit is "
+            f"{limits.max_pixels} pixels.",
+            hint="Resize it first, or raise max_image_pixels.",
         ) from None
     except OSError as exc:
         raise ImageInputError(f"{name} cannot be read as an image: {exc}.") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ollagraph.agents.config import Settings
+from ollagraph.agents.config import TEXT_TOOLS, Settings
 from ollagraph.agents.errors import DatabaseError
 from ollagraph.tools import registry
 from ollagraph.tools.context import current_settings
@@ -68,7 +68,7 @@ def test_a_real_call_succeeds(csv_settings: Settings) -> None:
 
 
 def test_unknown_tool_lists_the_enabled_tools() -> None:
-    content = assert_failed(execute("sqll", {"query": "SELECT 1"}, Settings()))
+    content = assert_failed(execute("sqll", {"query": "SELECT 1"}, Settings(tools=TEXT_TOOLS)))
     assert content == (
         "Error: `sqll` is not a valid tool. "
         "Try one of [sql_query, search_documents, web_search] with its arguments."
@@ -188,7 +188,7 @@ def test_unexpected_exceptions_are_named(
         raise exc
 
     replace_web_search(fake)
-    content = assert_failed(execute("web_search", {"query": "ducks"}, Settings()))
+    content = assert_failed(execute("web_search", {"query": "ducks"}, Settings(tools=TEXT_TOOLS)))
     assert expected in content
     assert content.endswith(
         "Try again with other arguments, or use another tool from "
