@@ -8,7 +8,9 @@ reachable becomes a `WorkerError` naming the model and how to fetch it on a conn
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,6 +110,7 @@ class ModelSource:
                 f"Model path {self.name} for {task} does not exist.",
                 hint="Pass an existing folder, or a Hugging Face repo id such as org/name.",
             )
+        _quiet_loading_bars()
         try:
             yield
         except WorkerError:
@@ -133,6 +136,14 @@ class ModelSource:
             f"On a connected machine run `hf download {self.name}{revision}` and copy its "
             "Hugging Face cache (~/.cache/huggingface) here, or pass a local folder as the model."
         )
+
+
+def _quiet_loading_bars() -> None:
+    """Hide transformers' and diffusers' per-load progress bars (download bars stay)."""
+    for name in ("transformers", "diffusers"):
+        if name in sys.modules:  # only libraries the runner already imported
+            logging = importlib.import_module(f"{name}.utils.logging")
+            logging.disable_progress_bar()
 
 
 __all__ = ["ModelSource"]

@@ -23,6 +23,7 @@ from ollagraph.agents.config import Settings
 from ollagraph.agents.workers.pool import default_pool
 from ollagraph.graphs.agent import build_graph
 from ollagraph.tools.runner import execute
+from tests.image_files import huge_png
 from tests.scripted_model import ScriptedChatModel
 from tests.tiny_vision import build_tiny_blip
 
@@ -55,14 +56,14 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_captions_a_folder_in_batches_and_reports_bad_files(
-    blip: Path, tmp_path: Path
-) -> None:
+def test_cli_captions_a_folder_in_batches_and_reports_bad_files(blip: Path, tmp_path: Path) -> None:
     pictures(tmp_path / "photos", 5)
     (tmp_path / "broken.png").write_text("not a png")
+    huge_png(tmp_path / "huge.png")  # a 20000x20000 header: refused before any allocation
     code, out, err = invoke(
         "image", "caption", str(tmp_path / "photos"), str(tmp_path / "broken.png"),
-        str(tmp_path / "missing.jpg"), "--model", str(blip), "--device", "cpu",
+        str(tmp_path / "huge.png"), str(tmp_path / "missing.jpg"), "--model", str(blip),
+        "--device", "cpu",
         "--batch-size", "2", "--max-tokens", "4", "-v",
     )  # fmt: skip
     assert code == 1, err  # two inputs could not be read; the five others were captioned
@@ -72,6 +73,7 @@ def test_cli_captions_a_folder_in_batches_and_reports_bad_files(
     ]
     assert all(line.split("\t")[1].strip() for line in lines)
     assert "broken.png is not an image" in err and "missing.jpg does not exist" in err
+    assert "huge.png is too large to decode safely (400000000 pixels)" in err
     assert "caption: " in err and "on cpu fp32" in err
     assert "3 forward pass(es), batch sizes [2, 2, 1]" in err
 
@@ -133,9 +135,7 @@ def test_the_graph_routes_an_image_question_to_caption_image(blip: Path, tmp_pat
     )
     graph = build_graph(lambda _settings: model)
     settings = Settings(caption_model=str(blip), device="cpu")
-    state = graph.invoke(
-        {"messages": [HumanMessage(f"What is in {path}?")]}, context=settings
-    )
+    state = graph.invoke({"messages": [HumanMessage(f"What is in {path}?")]}, context=settings)
     assert state["offered"] == ["caption_image"]
     assert model.bound_tools[1] == ["caption_image"]  # only the routed tool is shown
     [result] = [m for m in state["messages"] if isinstance(m, ToolMessage)]
