@@ -328,7 +328,9 @@ def faces(
     started = time.perf_counter()
     requests = [FaceRequest(img, detect=not crops) for _, img in inputs]
     done, failed = _collect(worker, [n for n, _ in inputs], requests, "Embedding faces")
-    model = settings.task_overrides.get("faces", {}).get("model") or settings.face_model
+    from ollagraph.agents.workers.service import task_policy
+
+    model = task_policy(settings, "faces")[0]
     rows: list[dict[str, Any]] = []
     with FaceStore(store_path) as store:
         for index, found in done:

@@ -28,9 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.tiny_v
 def _images(count: int, size: int) -> list:  # type: ignore[type-arg]
     from PIL import Image
 
-    return [
-        Image.effect_noise((size, size), 40 + i).convert("RGB") for i in range(count)
-    ]
+    return [Image.effect_noise((size, size), 40 + i).convert("RGB") for i in range(count)]
 
 
 def _throughput(worker, requests, repeats: int) -> float:  # type: ignore[no-untyped-def]
@@ -76,8 +74,7 @@ def main() -> None:
             fixed_tokens=args.tokens,
         )
         requests = [
-            CaptionRequest(image, max_new_tokens=args.tokens)
-            for image in _images(args.images, 256)
+            CaptionRequest(image, max_new_tokens=args.tokens) for image in _images(args.images, 256)
         ]
         rows = []
         for precision in args.precisions.split(","):

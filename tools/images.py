@@ -45,6 +45,13 @@ def _worker(settings: Settings, task: str) -> Any:
     return worker_for(settings, task)
 
 
+def _face_model(settings: Settings) -> str:
+    """The face model's name (after per-task overrides): stored faces are keyed by it."""
+    from ollagraph.agents.workers.service import task_policy
+
+    return task_policy(settings, "faces")[0]
+
+
 def _open(image: str, settings: Settings) -> Image.Image:
     return load_image(image.strip(), ImageLimits(max_pixels=settings.max_image_pixels))
 
@@ -153,7 +160,7 @@ def embed_faces(image: str) -> str:
     if not faces:
         return f"No faces were found in {label(image)}; nothing was stored."
     with FaceStore(faces_db(settings)) as store:
-        ids = store.add(label(image), faces, model=settings.face_model)
+        ids = store.add(label(image), faces, model=_face_model(settings))
         total = store.count()
     boxes = ", ".join(
         f"#{i} at {f.box[0]},{f.box[1]} {f.box[2]}x{f.box[3]}"
@@ -185,7 +192,7 @@ def find_similar_faces(image: str, k: int = 5) -> str:
     if not faces:
         return f"No face was found in {label(image)}."
     with FaceStore(path) as store:
-        matches = store.find_similar(faces[0].embedding, k=k, model=settings.face_model)
+        matches = store.find_similar(faces[0].embedding, k=k, model=_face_model(settings))
     if not matches:
         return "No faces made with this face model are stored yet."
     lines = [

@@ -111,3 +111,43 @@ def test_generate_tool_returns_the_saved_path(models: dict[str, Path], tmp_path:
     assert str(png) in outcome.content
     bad = execute("generate_image", {"prompt": "x", "width": 63, "height": 64}, settings)
     assert not bad.ok and "multiple of 8" in bad.content
+
+
+def test_faces_cli_stores_then_finds_the_same_face(tmp_path: Path) -> None:
+    from tests.requirements import require
+    from tests.tiny_faces import build_tiny_face_model, face_photo
+
+    photo = face_photo()
+    require(photo is not None, "no face photo: install the dev dependency scikit-image")
+    model = build_tiny_face_model(tmp_path / "face-model")
+    db = tmp_path / "faces.duckdb"
+    common = ["--model", str(model), "--device", "cpu", "--db", str(db)]
+    code, out, err = invoke("image", "faces", str(photo), str(tmp_path / "none.png"), *common)
+    assert code == 1, err  # the missing file is reported; the photo's face is stored
+    assert out.strip() == f"{photo}\t1 face(s) stored" and "none.png does not exist" in err
+    code, out, err = invoke("image", "faces", str(photo), "--similar", "3", "--json", *common)
+    assert code == 0, err
+    [row] = json.loads(out)
+    [match] = row["matches"]
+    assert match["source"] == str(photo) and match["distance"] < 1e-4
+
+
+def test_face_tools_remember_and_find(tmp_path: Path) -> None:
+    from tests.requirements import require
+    from tests.tiny_faces import build_tiny_face_model, face_photo
+
+    photo = face_photo()
+    require(photo is not None, "no face photo: install the dev dependency scikit-image")
+    settings = Settings(
+        face_model=str(build_tiny_face_model(tmp_path / "m")),
+        device="cpu",
+        faces_db=str(tmp_path / "faces.duckdb"),
+    )
+    empty = execute("find_similar_faces", {"image": str(photo)}, settings)
+    assert not empty.ok and "no faces are stored yet" in empty.content
+    stored = execute("embed_faces", {"image": str(photo)}, settings)
+    assert (
+        stored.ok and "Stored 1 face(s)" in stored.content and "The store has 1." in stored.content
+    )
+    found = execute("find_similar_faces", {"image": str(photo), "k": 2}, settings)
+    assert found.ok and f"1. {photo} (face #" in found.content and "distance 0.000" in found.content
