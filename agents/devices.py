@@ -181,6 +181,30 @@ class Placement:
 
         return getattr(torch, self.dtype)
 
+    @property
+    def placed_by_loader(self) -> bool:
+        """True when `from_pretrained` places the weights itself (device_map, quantization).
+
+        Such a model must not be moved with `.to(device)` afterwards.
+        """
+        return self.device_map is not None or self.quantization != "none"
+
+    def pretrained_options(self) -> dict[str, Any]:
+        """Keyword arguments for a transformers `from_pretrained` under this placement.
+
+        `dtype`, `low_cpu_mem_usage`, and `device_map` / `quantization_config` when set.
+        """
+        options: dict[str, Any] = {
+            "dtype": self.torch_dtype(),
+            "low_cpu_mem_usage": self.low_cpu_mem_usage,
+        }
+        if self.device_map:
+            options["device_map"] = self.device_map
+        quantization = self.quantization_config()
+        if quantization is not None:
+            options["quantization_config"] = quantization
+        return options
+
     def quantization_config(self) -> Any:
         """A transformers `BitsAndBytesConfig` for the quantization, or None."""
         if self.quantization == "none":

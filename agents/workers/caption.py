@@ -115,19 +115,11 @@ class CaptionRunner:
         with self.source.loading(TASK):
             config = transformers.AutoConfig.from_pretrained(name, **kwargs)
             architecture = self._pick_architecture(config)
-            options: dict[str, Any] = {
-                "dtype": placement.torch_dtype(),
-                "low_cpu_mem_usage": placement.low_cpu_mem_usage,
-            }
-            if placement.device_map:
-                options["device_map"] = placement.device_map
-            quantization = placement.quantization_config()
-            if quantization is not None:
-                options["quantization_config"] = quantization
+            options = placement.pretrained_options()
             model_class = getattr(transformers, architecture)
             model = model_class.from_pretrained(name, config=config, **kwargs, **options)
             processor = transformers.AutoProcessor.from_pretrained(name, **kwargs)
-        if not placement.device_map and quantization is None:
+        if not placement.placed_by_loader:
             model = model.to(placement.device)
         self._model = model.eval()
         self._processor = processor

@@ -226,22 +226,14 @@ class FaceRunner:
 
         name, kwargs = self.source.pretrained_args()
         placement = self.placement
-        options: dict[str, Any] = {
-            "dtype": placement.torch_dtype(),
-            "low_cpu_mem_usage": placement.low_cpu_mem_usage,
-        }
-        if placement.device_map:
-            options["device_map"] = placement.device_map
-        quantization = placement.quantization_config()
-        if quantization is not None:
-            options["quantization_config"] = quantization
+        options = placement.pretrained_options()
         with self.source.loading(TASK_TITLE):
             processor = AutoImageProcessor.from_pretrained(name, **kwargs)
             model_class = _model_class(name, kwargs)
             model, info = model_class.from_pretrained(
                 name, **kwargs, **options, output_loading_info=True
             )
-        if not placement.device_map and quantization is None:
+        if not placement.placed_by_loader:
             model = model.to(placement.device)
         model.eval()
         # models with a text tower (CLIP, SigLIP) take text in forward(); ask for the image side

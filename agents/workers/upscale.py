@@ -191,15 +191,7 @@ class UpscaleRunner:
                     f"{name} maps {config.num_channels} to {config.num_channels_out} channels; "
                     "only RGB or grayscale images are supported."
                 )
-            options: dict[str, Any] = {
-                "dtype": placement.torch_dtype(),
-                "low_cpu_mem_usage": placement.low_cpu_mem_usage,
-            }
-            if placement.device_map:
-                options["device_map"] = placement.device_map
-            quantization = placement.quantization_config()
-            if quantization is not None:
-                options["quantization_config"] = quantization
+            options = placement.pretrained_options()
             model: Any = Swin2SRForImageSuperResolution.from_pretrained(
                 name, config=config, **options, **kwargs
             )
@@ -207,7 +199,7 @@ class UpscaleRunner:
                 processor = Processor.from_pretrained(name, **kwargs)
             except OSError:  # no preprocessor_config.json: Swin2SR's defaults (rescale 1/255)
                 processor = Processor()
-        if not placement.device_map and quantization is None:
+        if not placement.placed_by_loader:
             model.to(placement.device)
         self._model = model.eval()
         self._processor = processor

@@ -157,3 +157,18 @@ def test_bad_override_value_is_a_config_error() -> None:
         task_policy(settings, "upscale")
     with pytest.raises(DeviceError, match="Unknown precision"):
         task_policy(Settings(task_overrides={"upscale": {"precision": "fp8"}}), "upscale")
+
+
+@pytest.mark.torch
+def test_pretrained_options_follow_the_placement() -> None:
+    import torch
+
+    plain = resolve_placement(DevicePolicy(low_cpu_mem_usage=False), CPU)
+    assert plain.pretrained_options() == {"dtype": torch.float32, "low_cpu_mem_usage": False}
+    assert not plain.placed_by_loader
+    spread = resolve_placement(DevicePolicy(device_mode="auto"), TWO)
+    assert spread.pretrained_options()["device_map"] == "auto" and spread.placed_by_loader
+    quantized = resolve_placement(DevicePolicy(quantization="int4"), A100)
+    options = quantized.pretrained_options()
+    assert options["dtype"] == torch.bfloat16 and options["quantization_config"].load_in_4bit
+    assert quantized.placed_by_loader
