@@ -8,9 +8,12 @@ reachable becomes a `WorkerError` naming the model and how to fetch it on a conn
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import socket
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -77,7 +80,7 @@ class ModelSource:
         path = self.local_path
         if path is not None:
             return str(path), {"local_files_only": True}
-        kwargs: dict[str, Any] = {"local_files_only": self.offline}
+        kwargs: dict[str, Any] = {"local_files_only": self.offline or not hub_reachable()}
         if self.revision:
             kwargs["revision"] = self.revision
         if self.cache_dir:
@@ -122,10 +125,12 @@ class ModelSource:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if self.local_path is not None:
             return f"Cannot load the {task} model from {self.name}: {first}"
+        if not self.offline and hub_reachable():
+            return f"Cannot load the {task} model {self.name!r} from the Hugging Face hub: {first}"
         where = "offline mode is on" if self.offline else "the Hugging Face hub cannot be reached"
         return (
             f"Cannot load the {task} model {self.name!r}: it is not in the local Hugging Face "
-            f"cache and {where} ({first})"
+            f"cache and {where}."
         )
 
     def _hint(self) -> str:
@@ -136,6 +141,26 @@ class ModelSource:
             f"On a connected machine run `hf download {self.name}{revision}` and copy its "
             "Hugging Face cache (~/.cache/huggingface) here, or pass a local folder as the model."
         )
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (checked once per process).
+
+    Without it every download is retried for ~25 s before failing; with the answer known, an
+    unreachable hub means "use the local cache only", which fails at once when a model is not
+    cached. Behind an HTTP(S) proxy the direct probe says nothing, so it is skipped (True).
+    """
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return True
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parts = urllib.parse.urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "huggingface.co", port), timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _quiet_loading_bars() -> None:
