@@ -84,6 +84,27 @@ class Settings:
         "Most characters of one tool result fed back to the model (cut with a note).",
         default=4000,
     )
+    allow_writes: bool = _doc(
+        "Let sql_query change a writable database (off: read-only). Each write needs the user's "
+        "approval in chat, or --yes with ask.",
+        default=False,
+    )
+    sql_memory_limit: str = _doc(
+        "Most memory one SQL query may use (DuckDB memory_limit, e.g. '1GB').", default="1GB"
+    )
+    sql_threads: int = _doc("Threads DuckDB may use for the model's queries.", default=2)
+    run_timeout: float = _doc(
+        "Seconds one question may take in all (plan, tool calls, answer) before it is stopped "
+        "with a partial answer.",
+        default=900.0,
+    )
+    max_tool_args: int = _doc(
+        "Most characters of one tool call's arguments (as JSON); longer calls are refused.",
+        default=10_000,
+    )
+    max_snippet_chars: int = _doc(
+        "Most characters of one web result or document chunk shown to the model.", default=1500
+    )
     embed_model: str = _doc(
         "Embedding model for documents: 'minilm' (bundled all-MiniLM-L6-v2, offline) "
         "or 'ollama:NAME' (an Ollama embedding model).",
@@ -216,7 +237,15 @@ class Settings:
             raise ConfigError(
                 f"Unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}."
             )
-        for name in ("max_steps", "max_rows", "chunk_size", "max_tool_output"):
+        for name in (
+            "max_steps",
+            "max_rows",
+            "chunk_size",
+            "max_tool_output",
+            "sql_threads",
+            "max_tool_args",
+            "max_snippet_chars",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
         if self.max_steps > 100:
