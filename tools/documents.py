@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from ollagraph.agents.errors import DocumentStoreError, ToolError
 from ollagraph.tools.context import current_settings
+from ollagraph.tools.untrusted import clean, item_limit, quote, shorten
 
 if TYPE_CHECKING:
     from ollagraph.agents.config import Settings
     from ollagraph.tools.store import DocumentStore
 
 MAX_K = 20
-MAX_CHARS = 800
 
 # (resolved store path, embedding model spec, Ollama host or "") -> (store, index)
 _open: dict[tuple[str, str, str], tuple[DocumentStore, Any]] = {}
@@ -65,7 +65,7 @@ def search_documents(query: str, k: int = 4) -> str:
     results = _retrieve(path, settings, text, count)
     if not results:
         return "No matching documents."
-    return format_results(results)
+    return format_results(results, settings)
 
 
 def user_store_path() -> Path:
@@ -170,27 +170,33 @@ def _retrieve(path: Path, settings: Settings, query: str, k: int) -> list[Any]:
         raise DocumentStoreError(f"Searching documents store {path} failed: {exc}") from None
 
 
-def format_results(results: list[Any]) -> str:
-    """Render retrieved chunks as numbered passages with source, score and text.
+def format_results(results: list[Any], settings: Settings | None = None) -> str:
+    """Render retrieved chunks as numbered passages: source and score, then the fenced text.
+
+    Each passage reaches the model only as an untrusted block (`tools.untrusted.quote`), with its
+    title inside the fence: document text is data, not instructions.
 
     Args:
         results: llama-index `NodeWithScore`s, best first.
+        settings: The run's settings (passage and output caps); the current ones when None.
     """
+    settings = settings or current_settings()
+    limit = item_limit(settings, len(results))
     blocks = []
     for number, result in enumerate(results, start=1):
         metadata = result.node.metadata or {}
         source = metadata.get("file_name") or Path(str(metadata.get("file_path", "?"))).name
         title = metadata.get("title")
-        heading = f"[{number}] {source}"
-        if title and title != source:
-            heading += f' — "{title}"'
+        heading = f"[{number}] {shorten(clean(str(source)), 200)}"
         if result.score is not None:
             heading += f" (score {result.score:.2f})"
-        body = "\n".join(line.rstrip() for line in result.node.get_content().strip().splitlines())
-        while "\n\n\n" in body:
-            body = body.replace("\n\n\n", "\n\n")
-        if len(body) > MAX_CHARS:
-            body = body[:MAX_CHARS].rstrip() + " […]"
+        body = quote(
+            result.node.get_content(),
+            str(source),
+            limit,
+            title=title if title and title != source else None,
+            keep_lines=True,
+        )
         blocks.append(f"{heading}\n{body}")
     return "\n\n".join(blocks)
 
@@ -209,7 +215,6 @@ def release_store(path: str | Path | None = None) -> None:
 
 
 __all__ = [
-    "MAX_CHARS",
     "MAX_K",
     "check_documents",
     "format_results",

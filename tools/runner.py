@@ -1,13 +1,17 @@
 """Run one tool call the model asked for, and always come back with text for the model.
 
-Whatever goes wrong — an unknown tool name, arguments that do not fit the schema, a tool that
-raises, a tool that runs too long — becomes an error text that names the tool, the arguments, the
-error and the valid choices, and invites a retry. Nothing here ends a run.
+Whatever goes wrong — an unknown or disabled tool, arguments longer than `max_tool_args`, arguments
+that do not fit the schema, a tool that raises, a tool that runs past `tool_timeout` (or
+`image_timeout`) — becomes an error text that names the tool, the arguments, the error and the
+valid choices, and invites a retry. A result longer than `max_tool_output` is cut with a note.
+Nothing here ends a run, and nothing a tool does or returns changes the run's settings: each call
+gets its own copy of them.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import json
 import threading
 import time
@@ -18,6 +22,7 @@ from ollagraph.agents.config import IMAGE_TOOLS, Settings
 from ollagraph.agents.errors import OllagraphError, ToolError
 from ollagraph.tools.context import using_settings
 from ollagraph.tools.registry import TOOLS, tool_specs
+from ollagraph.tools.untrusted import close_open_fence
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,15 @@ class ToolOutcome:
     error: str | None = None
 
 
-def _args_text(args: Any) -> str:
+def _args_json(args: Any) -> str:
     try:
-        text = json.dumps(args, ensure_ascii=False, default=str)
+        return json.dumps(args, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        text = repr(args)
+        return repr(args)
+
+
+def _args_text(args: Any) -> str:
+    text = _args_json(args)
     return text if len(text) <= 300 else text[:299] + "…"
 
 
@@ -72,9 +81,13 @@ def _run_with_timeout(func: Any, kwargs: dict[str, Any], timeout: float) -> Any:
 
 
 def _truncate(text: str, limit: int) -> str:
+    """Cap a result at `limit` characters, closing a cut untrusted block, with a note."""
     if len(text) <= limit:
         return text
-    return text[:limit] + f"\n… [output cut at {limit} of {len(text)} characters]"
+    return close_open_fence(text[:limit]) + (
+        f"\n… [output cut: only the first {limit} of {len(text)} characters are shown. "
+        "Ask for less (a narrower query, fewer rows or results) to see the rest.]"
+    )
 
 
 def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
@@ -97,6 +110,13 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
         return failed(
             f"`{name}` is not a valid tool.", f"Try one of [{choices}] with its arguments."
         )
+    size = len(_args_json(args))
+    if size > settings.max_tool_args:
+        return failed(
+            f"`{name}` was called with {size} characters of arguments; the limit is "
+            f"{settings.max_tool_args}. The call was not run.",
+            "Call it again with shorter arguments (a shorter query, fewer values).",
+        )
     spec = tool_specs([name])[0]
     call = f"`{name}` with arguments {_args_text(args)}"
     if not isinstance(args, dict):
@@ -117,7 +137,7 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
     kwargs = {k: v for k, v in validated.model_dump().items() if k in spec.args}
     limit = settings.image_timeout if name in IMAGE_TOOLS else settings.tool_timeout
     try:
-        with using_settings(settings):
+        with using_settings(copy.deepcopy(settings)):  # a tool cannot change the run's settings
             result = _run_with_timeout(TOOLS[name], kwargs, limit)
     except TimeoutError:
         return failed(

@@ -1,49 +1,41 @@
 """The `web_search` tool: a text web search through ddgs (DuckDuckGo and other engines).
 
 No network, a timeout or rate limiting become a `ToolError` the model reads ("web search is
-unavailable: ..."), never a crash. Result snippets are stripped of HTML, length-capped and labelled
-with their source, because web text is data for the model, not instructions.
+unavailable: ..."), never a crash. Each hit reaches the model only as an untrusted block
+(`tools.untrusted.quote`): its URL as the source, its title and snippet stripped of HTML,
+length-capped and fenced, because web text is data for the model, not instructions.
 """
 
 from __future__ import annotations
 
-import html
-import re
+from typing import TYPE_CHECKING
 
 from ollagraph.agents.errors import ToolError
 from ollagraph.tools.context import current_settings
+from ollagraph.tools.untrusted import clean, item_limit, quote, shorten
+
+if TYPE_CHECKING:
+    from ollagraph.agents.config import Settings
 
 MAX_RESULTS = 10
-MAX_SNIPPET_CHARS = 400
-_TAG = re.compile(r"<[^>]+>")
-_SPACE = re.compile(r"\s+")
 
 
-def clean_text(text: str, limit: int = MAX_SNIPPET_CHARS) -> str:
-    """Strip HTML tags and entities, fold white space, and cap the length.
+def format_results(results: list[dict[str, str]], settings: Settings | None = None) -> str:
+    """Render search hits as numbered untrusted blocks: source URL, title and snippet.
 
     Args:
-        text: Text that may contain HTML.
-        limit: Most characters to keep.
-    """
-    text = _SPACE.sub(" ", html.unescape(_TAG.sub(" ", text))).strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def format_results(results: list[dict[str, str]]) -> str:
-    """Render search hits as numbered, quoted entries with their source URL.
-
-    Args:
-        results: ddgs hits with `title`, `href` and `body`.
+        results: ddgs hits with `title`, `href` (or `url`) and `body`.
+        settings: The run's settings (snippet and output caps); the current ones when None.
     """
     if not results:
         return "No web results."
+    settings = settings or current_settings()
+    limit = item_limit(settings, len(results))
     entries = []
     for i, hit in enumerate(results, 1):
-        title = clean_text(hit.get("title", ""), 200) or "(untitled)"
-        url = hit.get("href") or hit.get("url") or ""
-        body = clean_text(hit.get("body", ""))
-        entries.append(f"[{i}] {title}\nsource: {url}\n> {body}")
+        url = hit.get("href") or hit.get("url") or "unknown"
+        title = hit.get("title") or "(untitled)"
+        entries.append(f"[{i}] " + quote(hit.get("body") or "", url, limit, title=title))
     return "\n\n".join(entries)
 
 
@@ -89,7 +81,7 @@ def web_search(query: str, max_results: int = 5) -> str:
         reason = (
             "no network connection (the search engines could not be reached)"
             if offline
-            else clean_text(detail, 200)
+            else shorten(clean(detail), 200)
         )
         raise ToolError(
             f"Web search is unavailable: {reason}. "
@@ -100,4 +92,4 @@ def web_search(query: str, max_results: int = 5) -> str:
             f"Web search is unavailable: no network connection ({exc}). "
             "Answer from the database or documents instead, or say that the web was unavailable."
         ) from None
-    return format_results(results[:max_results])
+    return format_results(results[:max_results], settings)

@@ -29,6 +29,7 @@ from ollagraph.tools.documents import (
 from ollagraph.tools.embeddings import get_embed_model
 from ollagraph.tools.ingest import IngestEvent, ensure_sample_store, ingest, sample_store_path
 from ollagraph.tools.store import DocumentStore, open_store
+from ollagraph.tools.untrusted import ITEM_OVERHEAD, item_limit
 from tests.pdf import minimal_pdf
 
 pytestmark = pytest.mark.integration
@@ -135,7 +136,8 @@ def test_ingest_then_search_finds_the_right_chunk(
         result = search(settings, question, k=2)
         assert top_source(result) == source, result
     care = search(settings, "how should I clean the toy after bathtime", k=1)
-    assert care.startswith('[1] care.html — "Duck care" (score 0.')
+    assert care.startswith("[1] care.html (score 0.")
+    assert '<<<untrusted source="care.html">>>\ntitle: Duck care\n' in care
     assert "Rinse your rubber duck in warm water" in care
     assert "trackVisitor" not in care and "font:serif" not in care
 
@@ -152,9 +154,10 @@ def test_results_are_numbered_capped_and_k_limits_them(
     result = search(settings, "ducks floating on a pond", k=3)
     headers = [line for line in result.splitlines() if line.startswith("[")]
     assert [h.split()[0] for h in headers] == ["[1]", "[2]", "[3]"]
+    limit = item_limit(settings, 3)  # max_snippet_chars, shared so 3 passages fit the output cap
     for block in result.split("\n\n[")[1:]:
-        assert len(block) < 800 + 80
-    assert "[…]" in result
+        assert len(block) < limit + ITEM_OVERHEAD
+    assert "[…]" in result and len(result) <= settings.max_tool_output
 
 
 def test_reingesting_unchanged_files_writes_nothing(
