@@ -9,10 +9,12 @@ the environment as `OLLAGRAPH_<FIELD>` (upper case); the model server also honou
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -287,13 +289,21 @@ def normalize_host(value: str) -> str:
 
     Args:
         value: What the user wrote; empty means the default local server.
+
+    Raises:
+        ConfigError: The value is no http(s) address, or its port is not a number from 1 to
+            65535.
     """
+    written = value
     value = value.strip().rstrip("/")
     if not value:
         return DEFAULT_OLLAMA_HOST
     scheme, sep, rest = value.partition("://")
     if not sep:
         scheme, rest = "http", value
+    scheme = scheme.lower()
+    if scheme not in ("http", "https"):
+        raise _host_error(written, f"the scheme must be http or https, not {scheme!r}")
     rest, _, path = rest.partition("/")  # a server behind a proxy path: https://x/ollama
     if rest.startswith("["):  # an IPv6 literal: [::1]:11434
         host, _, port = rest.partition("]")
@@ -304,7 +314,18 @@ def normalize_host(value: str) -> str:
         host = "127.0.0.1"
     if not port:
         port = "443" if scheme == "https" else "11434"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _host_error(written, f"the port must be a number from 1 to 65535, not {port!r}")
+    if any(char.isspace() for char in host):
+        raise _host_error(written, "the host name contains white space")
     return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def _host_error(value: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"Invalid Ollama host {value!r}: {why}.",
+        hint="Give a URL like http://127.0.0.1:11434 (--host, $OLLAMA_HOST or ollama_host).",
+    )
 
 
 def field_descriptions() -> dict[str, str]:
@@ -315,6 +336,14 @@ def field_descriptions() -> dict[str, str]:
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(Settings)
     return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+_KIND_NAMES: dict[Any, str] = {
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    bool: "a boolean",
+}
 
 
 def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
@@ -349,7 +378,7 @@ def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
                 raise ValueError("expected text")
             return str(raw)
     except ValueError as exc:
-        detail = str(exc) if "expected" in str(exc) else f"expected {kind.__name__}"
+        detail = str(exc) if "expected" in str(exc) else f"expected {_KIND_NAMES[kind]}"
         raise ConfigError(f"Invalid value {raw!r} for `{name}` in {where}: {detail}.") from None
     raise ConfigError(f"Unsupported setting type for `{name}`.")  # pragma: no cover
 
@@ -400,25 +429,60 @@ def read_config_file(path: Path) -> dict[str, Any]:
             keys or values of the wrong type.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"Config file {path} does not exist.") from None
     except IsADirectoryError:
         raise ConfigError(f"Config file {path} is a directory, not a file.") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc}.") from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc}.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {path} is not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {line} "
+            "cannot be decoded.",
+            hint="Save the file as UTF-8 (TOML files must be UTF-8).",
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {path} is not valid TOML: {exc}.") from None
     kinds = _field_types()
-    unknown = sorted(set(data) - set(kinds))
+    unknown = [key for key in data if key not in kinds]
     if unknown:
+        described = []
+        for key in unknown:
+            notes = [f"line {n}" for n in [_key_line(text, key)] if n]
+            notes += [f"did you mean `{m}`?" for m in get_close_matches(key, kinds, n=1)]
+            described.append(f"`{key}`" + (f" ({', '.join(notes)})" if notes else ""))
         raise ConfigError(
-            f"Unknown setting(s) {', '.join(unknown)} in {path}.",
+            f"Unknown setting(s) in {path}: {', '.join(described)}.",
             hint=f"Valid settings: {', '.join(kinds)}.",
         )
-    return {k: _convert(k, v, kinds[k], str(path)) for k, v in data.items()}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        at = _key_line(text, key)
+        where = f"{path} (line {at})" if at else str(path)
+        values[key] = _convert(key, value, kinds[key], where)
+    return values
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """Return the line number where `key` is set at the top level of a TOML text, if found.
+
+    Finds `key = ...`, `"key" = ...`, a dotted `key.sub = ...` and a `[key]` or `[key.sub]`
+    table header; good enough to point a person at the line, not a TOML parser.
+    """
+    name = re.escape(key)
+    pattern = re.compile(
+        rf"""^\s*(?:(?:{name}|"{name}"|'{name}')\s*[.=]|\[\s*(?:{name}|"{name}")\s*[.\]])"""
+    )
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
 
 
 def read_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:

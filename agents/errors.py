@@ -74,3 +74,7 @@ class ToolError(OllagraphError):
 
 class ToolTimeoutError(ToolError):
     """A tool ran past its time limit."""
+
+
+class RunTimeoutError(OllagraphError):
+    """One question ran past its total time limit (`run_timeout`)."""

@@ -33,7 +33,7 @@ def state_dir(create: bool = True) -> Path:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StateDirError(
-                f"Cannot create the state directory {path}: {exc.strerror or exc}.",
+                f"Cannot create the state directory {path}: {_why(path, exc)}.",
                 hint="Set OLLAGRAPH_HOME to a writable directory.",
             ) from None
         if not os.access(path, os.W_OK | os.X_OK):
@@ -54,5 +54,17 @@ def state_path(*parts: str) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StateDirError(f"Cannot create {path.parent}: {exc.strerror or exc}.") from None
+        raise StateDirError(
+            f"Cannot create {path.parent}: {_why(path.parent, exc)}.",
+            hint="Free some space or fix the permissions there, or set OLLAGRAPH_HOME to a "
+            "writable directory.",
+        ) from None
     return path
+
+
+def _why(path: Path, exc: OSError) -> str:
+    """Say why a folder could not be made: name the file that stands in its way, if one does."""
+    for candidate in (path, *path.parents):
+        if candidate.exists() and not candidate.is_dir():
+            return f"{candidate} is a file, not a directory"
+    return exc.strerror or str(exc)
