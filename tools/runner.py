@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollagraph.agents.config import IMAGE_TOOLS, Settings
+from ollagraph.agents.deadline import current_deadline
 from ollagraph.agents.errors import OllagraphError, ToolError
 from ollagraph.tools.context import using_settings
 from ollagraph.tools.registry import TOOLS, tool_specs
@@ -135,11 +136,23 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
             f"Expected arguments: {{{expected}}}. Fix them and call again.",
         )
     kwargs = {k: v for k, v in validated.model_dump().items() if k in spec.args}
-    limit = settings.image_timeout if name in IMAGE_TOOLS else settings.tool_timeout
+    own_limit = settings.image_timeout if name in IMAGE_TOOLS else settings.tool_timeout
+    deadline = current_deadline()
+    if deadline.expired():
+        return failed(
+            f"{call} was not run: the question's time limit ({settings.run_timeout:g} s) is used.",
+            "Answer with what you have.",
+        )
+    limit = deadline.cap(own_limit)
     try:
         with using_settings(copy.deepcopy(settings)):  # a tool cannot change the run's settings
             result = _run_with_timeout(TOOLS[name], kwargs, limit)
     except TimeoutError:
+        if limit < own_limit:
+            return failed(
+                f"{call} was stopped after {limit:.1f} s: the question's time limit is reached.",
+                "Answer with what you have.",
+            )
         return failed(
             f"{call} timed out after {limit:g} s.",
             "Try a simpler request, or another tool.",

@@ -216,6 +216,26 @@ def test_a_slow_tool_times_out(
     assert 0.3 <= outcome.seconds < 2 and elapsed < 2
 
 
+def test_the_run_deadline_shortens_and_skips_tool_calls(
+    replace_web_search: Callable[[WebSearch], None], release: threading.Event
+) -> None:
+    from ollagraph.agents.deadline import Deadline, using_deadline
+
+    def stuck(query: str, max_results: int = 5) -> str:
+        release.wait(30)
+        return "too late"
+
+    replace_web_search(stuck)
+    settings = Settings(tool_timeout=20, run_timeout=0.4)
+    with using_deadline(Deadline(0.4)):
+        outcome = execute("web_search", {"query": "ducks"}, settings)
+        content = assert_failed(outcome)
+        assert "was stopped after 0.4 s: the question's time limit is reached" in content
+        assert outcome.seconds < 2
+        skipped = assert_failed(execute("web_search", {"query": "more"}, settings))
+        assert "was not run: the question's time limit (0.4 s) is used" in skipped
+
+
 def test_seconds_are_measured(replace_web_search: Callable[[WebSearch], None]) -> None:
     def slowish(query: str, max_results: int = 5) -> str:
         time.sleep(0.2)
