@@ -2,7 +2,8 @@
 
 Lines are questions; slash commands control the session (`/help` lists them). Ctrl-C cancels the
 turn in progress and returns to the prompt; Ctrl-D, `exit`, `quit` or `/exit` end the session.
-Every turn is checkpointed, so `agent chat --thread ID` continues a saved conversation.
+Every turn is checkpointed, so `agent chat --thread ID` continues a saved conversation. With
+`--allow-writes`, each database write the model wants to run is shown and needs a "y".
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from rich.console import Console
 
@@ -47,6 +48,30 @@ def _enable_line_history() -> None:
         return
 
 
+def approver(read: Callable[[str], str], console: Console) -> Callable[[dict[str, Any]], bool]:
+    """Ask the user about each write: show the SQL, read "Run this write? [y/N]".
+
+    Args:
+        read: Reads one line (the prompt is its argument).
+        console: Where the SQL is shown.
+    """
+    from ollagraph.tools.sql_guard import printable
+
+    def approve(request: dict[str, Any]) -> bool:
+        where = request.get("database", "the database")
+        console.print(f"\nThe model wants to change {where}:", markup=False)
+        console.print(f"  {printable(str(request.get('sql', '')))}", markup=False, style="bold")
+        try:
+            answer = read(f"{request.get('question', 'Run this write? [y/N]')} ")
+        except (EOFError, KeyboardInterrupt):
+            answer = ""
+        approved = answer.strip().lower() in ("y", "yes")
+        console.print("Approved." if approved else "Declined: the write did not run.")
+        return approved
+
+    return approve
+
+
 def run_chat(
     session: Session,
     verbose: bool = False,
@@ -65,12 +90,16 @@ def run_chat(
     _enable_line_history()
     from ollagraph.tools.registry import summary
 
+    if session.settings.allow_writes and session.approve is None:
+        session.approve = approver(read, console)
     earlier = session.history()
     console.print(
         f"Chatting with [bold]{session.settings.model}[/bold] · thread {session.thread_id}"
         + (f" ({len(earlier) // 2} earlier turns)" if earlier else "")
         + ". Type /help for commands, /exit to leave."
     )
+    if session.settings.allow_writes:
+        console.print("Writes are allowed: each one is shown and runs only if you answer y.")
     while True:
         try:
             line = read("> ").strip()

@@ -79,6 +79,12 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False),
             help="Config file (TOML) to read instead of the default one.",
         ),
+        click.option(
+            "--allow-writes",
+            is_flag=True,
+            default=None,
+            help="Let SQL change the --db DuckDB file; each write needs approval.",
+        ),
         click.option("-v", "--verbose", is_flag=True, help="Show plan, tool calls and timings."),
     ]
     for option in reversed(options):
@@ -138,8 +144,21 @@ def main() -> None:
 @click.argument("question")
 @_run_options
 @click.option("--json", "as_json", is_flag=True, help="Print {answer, plan, tool_calls, timings}.")
-def ask(question: str, verbose: bool, as_json: bool, config_file: str | None, **flags: Any) -> None:
-    """Answer one QUESTION and exit. The answer goes to stdout, progress to stderr."""
+@click.option(
+    "-y", "--yes", is_flag=True, help="Approve every write (with --allow-writes) without asking."
+)
+def ask(
+    question: str,
+    verbose: bool,
+    as_json: bool,
+    yes: bool,
+    config_file: str | None,
+    **flags: Any,
+) -> None:
+    """Answer one QUESTION and exit. The answer goes to stdout, progress to stderr.
+
+    With --allow-writes, a write statement runs only with --yes; without it, writes are declined.
+    """
     question = question.strip()
     if not question:
         raise click.UsageError("The question is empty.")
@@ -151,7 +170,7 @@ def ask(question: str, verbose: bool, as_json: bool, config_file: str | None, **
     from ollagraph.agents.session import Session
 
     settings = _prepare(_settings(config_file, **flags), verbose)
-    session = Session(settings)
+    session = Session(settings, approve=_approve_all if yes else None)
     if as_json:
         result = session.ask(question, None)
         click.echo(json.dumps(result.as_json(settings.model), ensure_ascii=False, indent=2))
@@ -164,6 +183,14 @@ def ask(question: str, verbose: bool, as_json: bool, config_file: str | None, **
         )
     result = session.ask(question, renderer)
     renderer.finish(result.answer, result.timings)
+
+
+def _approve_all(request: dict[str, Any]) -> bool:
+    """`ask --yes`: approve a write, and say so on stderr."""
+    from ollagraph.tools.sql_guard import printable
+
+    click.echo(f"Approved by --yes: {printable(str(request.get('sql', '')))}", err=True)
+    return True
 
 
 @main.command()

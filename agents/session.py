@@ -3,6 +3,10 @@
 `Session` compiles the graph with a SQLite checkpointer under the state directory (so threads
 survive restarts), runs one question per `ask` call, and reports progress to a listener: the plan,
 each tool call with its duration, answer tokens as they stream, and the finished turn.
+
+When the graph pauses for the approval of a database write (a LangGraph interrupt), the session
+asks its `approve` callback and resumes the graph with the decision; without a callback the write
+is declined. `agent chat` asks the user; `agent ask --yes` approves every write.
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from typing import Any, Protocol
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import StateDirError
 from ollagraph.agents.paths import state_path
+
+Approver = Callable[[dict[str, Any]], bool]
+"""Decides one write: gets the interrupt's value (`sql`, `kind`, `database`, `question`)."""
+
+NO_APPROVER = "nobody was asked to approve it: `agent ask` runs writes only with --yes"
+ABANDONED = "the earlier session ended before the user answered"
 
 
 class Listener(Protocol):
@@ -103,11 +113,13 @@ class Session:
         settings: The run's settings (the graph's runtime context).
         thread_id: The conversation id; reuse it to continue a saved conversation.
         model_factory: Overrides how chat models are made (tests pass scripted models).
+        approve: Decides each database write the graph pauses on; None declines them all.
     """
 
     settings: Settings
     thread_id: str = field(default_factory=new_thread_id)
     model_factory: Callable[[Settings], Any] | None = None
+    approve: Approver | None = None
     _graph: Any = field(default=None, init=False, repr=False)
 
     @property
@@ -132,8 +144,29 @@ class Session:
                 pairs.append(("assistant", str(message.text)))
         return pairs
 
+    def _decide(self, value: Any) -> dict[str, Any]:
+        """The resume value for one interrupt: the approver's decision, or a refusal."""
+        if not isinstance(value, dict) or value.get("action") != "approve_sql_write":
+            return {"approved": False, "reason": "unknown request for approval"}
+        if self.approve is None:
+            return {"approved": False, "reason": NO_APPROVER}
+        return {"approved": bool(self.approve(value)), "reason": ""}
+
+    def _settle(self, config: dict[str, Any]) -> None:
+        """Finish a turn left waiting for an approval (the session ended first): decline it."""
+        from langgraph.types import Command
+
+        for _ in range(100):  # each resume answers one pending write
+            if not self.graph.get_state(config).interrupts:
+                return
+            resume = {"approved": False, "reason": ABANDONED}
+            for _event in self.graph.stream(Command(resume=resume), config, context=self.settings):
+                pass
+
     def ask(self, question: str, listener: Listener | None = None) -> TurnResult:
         """Run one question through the graph on this thread.
+
+        A write that needs approval pauses the graph; `approve` decides it and the graph goes on.
 
         Args:
             question: The user's question.
@@ -143,36 +176,19 @@ class Session:
             OllagraphError: The model server or a configured data source failed.
         """
         from langchain_core.messages import HumanMessage
+        from langgraph.types import Command
 
-        config = {"configurable": {"thread_id": self.thread_id}}
+        config: dict[str, Any] = {"configurable": {"thread_id": self.thread_id}}
+        self._settle(config)
         timings: dict[str, float] = {}
-        start = last = time.perf_counter()
-        stream = self.graph.stream(
-            {"messages": [HumanMessage(question)]},
-            config=config,
-            context=self.settings,
-            stream_mode=["updates", "messages", "custom"],
-        )
-        for mode, payload in stream:
-            if mode == "messages":
-                chunk, meta = payload
-                if meta.get("langgraph_node") == "answer" and listener and chunk.text:
-                    listener.answer_token(chunk.text)
-            elif mode == "custom":
-                if isinstance(payload, dict) and payload.get("answer_prefix") and listener:
-                    listener.answer_token(payload["answer_prefix"])
-            elif mode == "updates":
-                now = time.perf_counter()
-                for node, update in payload.items():
-                    timings[node] = round(timings.get(node, 0.0) + now - last, 4)
-                    if listener and isinstance(update, dict):
-                        if node == "plan":
-                            listener.plan(update.get("plan", ""))
-                        elif node == "tools":
-                            done = len(update.get("messages", []))
-                            for run in update.get("tool_runs", [])[-done:] if done else []:
-                                listener.tool_call(dict(run))
-                last = now
+        start = time.perf_counter()
+        payload: Any = {"messages": [HumanMessage(question)]}
+        while True:
+            self._stream(payload, config, listener, timings)
+            pending = self.graph.get_state(config).interrupts
+            if not pending:
+                break
+            payload = Command(resume=self._decide(pending[0].value))
         timings["total"] = round(time.perf_counter() - start, 4)
         values = self.graph.get_state(config).values
         final = values["messages"][-1]
@@ -184,3 +200,41 @@ class Session:
             partial=bool(values.get("partial")),
             thread_id=self.thread_id,
         )
+
+    def _stream(
+        self,
+        payload: Any,
+        config: dict[str, Any],
+        listener: Listener | None,
+        timings: dict[str, float],
+    ) -> None:
+        """Run the graph until it ends or pauses, adding each node's seconds to `timings`."""
+        last = time.perf_counter()
+        stream = self.graph.stream(
+            payload,
+            config=config,
+            context=self.settings,
+            stream_mode=["updates", "messages", "custom"],
+        )
+        for mode, data in stream:
+            if mode == "messages":
+                chunk, meta = data
+                if meta.get("langgraph_node") == "answer" and listener and chunk.text:
+                    listener.answer_token(chunk.text)
+            elif mode == "custom":
+                if isinstance(data, dict) and data.get("answer_prefix") and listener:
+                    listener.answer_token(data["answer_prefix"])
+            elif mode == "updates":
+                now = time.perf_counter()
+                for node, update in data.items():
+                    if node.startswith("__"):  # __interrupt__: a pause, not a node
+                        continue
+                    timings[node] = round(timings.get(node, 0.0) + now - last, 4)
+                    if listener and isinstance(update, dict):
+                        if node == "plan":
+                            listener.plan(update.get("plan", ""))
+                        elif node == "tools":
+                            done = len(update.get("messages", []))
+                            for run in update.get("tool_runs", [])[-done:] if done else []:
+                                listener.tool_call(dict(run))
+                last = now

@@ -4,13 +4,16 @@
 - `act`: the model calls the next tool(s) or decides it can answer — natively, or through one
   schema-constrained JSON decision for models without tool calling (`agents.strategy`).
 - `tools`: runs the calls; every failure returns to the model as a readable error, and the run
-  goes on.
+  goes on. With `allow_writes`, a SQL write statement first pauses the graph with a LangGraph
+  `interrupt` carrying the SQL; the caller resumes it with `Command(resume=True)` to run the
+  write, or anything else to decline it (the model is told the user declined).
 - `answer`: the model writes the final answer from this turn's tool results (streamed to the user).
 
 The loop is bounded by `max_steps`: when the model still wants tools at the limit, `answer` writes a
 partial answer from what was found, and says so. The run's settings arrive as the runtime context
 (`Settings`), so LangGraph Studio can edit them. The exported `graph` has no checkpointer (Studio
-brings its own); the CLI builds one with a SQLite checkpointer through `build_graph`.
+brings its own, so write approvals show there as interrupts; reads never interrupt); the CLI builds
+one with a SQLite checkpointer through `build_graph`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer
+from langgraph.types import Checkpointer, interrupt
 
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.context_window import tool_schema_chars
@@ -41,11 +44,14 @@ from ollagraph.graphs import prompts
 from ollagraph.graphs.routing import select_tools
 from ollagraph.graphs.state import InputState, State, ToolRun
 from ollagraph.tools.registry import tool_specs
-from ollagraph.tools.runner import execute
+from ollagraph.tools.runner import ToolOutcome, execute
+from ollagraph.tools.sql import approved_writes, database_path
+from ollagraph.tools.sql_guard import classify
 
 PLAN_TOKENS = 160  # a plan is a few short lines
 ANSWER_TOKENS = 600  # bounds a small model's repetition loops, not a real answer
 RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
+APPROVAL_QUESTION = "Run this write? [y/N]"
 
 
 def run_settings(runtime: Runtime[Settings]) -> Settings:
@@ -97,6 +103,71 @@ def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
 
 def _text(message: BaseMessage) -> str:
     return message.text.strip()
+
+
+def _write_sql(call: Any, settings: Settings) -> str | None:
+    """The SQL of a call that would write to the database (needs approval), else None."""
+    if call["name"] != "sql_query" or "sql_query" not in settings.tools:
+        return None
+    if not settings.allow_writes:
+        return None
+    args = call["args"]
+    query = args.get("query") if isinstance(args, dict) else None
+    if not isinstance(query, str):
+        return None
+    return query if classify(query, allow_writes=True).write else None
+
+
+def read_approval(value: Any) -> tuple[bool, str]:
+    """Read the value a write approval was resumed with: (approved, why not).
+
+    True, "y" and "yes" (any case), or `{"approved": true}` approve; anything else declines.
+    `{"approved": false, "reason": "..."}` passes the reason on to the model.
+
+    Args:
+        value: What `Command(resume=...)` carried.
+    """
+    if isinstance(value, dict):
+        return value.get("approved") is True, str(value.get("reason") or "")
+    if isinstance(value, str):
+        return value.strip().lower() in ("y", "yes"), ""
+    return value is True, ""
+
+
+def _ask_approvals(calls: list[Any], settings: Settings) -> dict[int, tuple[bool, str]]:
+    """Pause for the user's decision on each write call; keyed by the call's position.
+
+    Every interrupt happens here, before any tool runs: resuming re-runs the node from the
+    start, so no tool runs twice.
+    """
+    decisions: dict[int, tuple[bool, str]] = {}
+    for index, call in enumerate(calls):
+        query = _write_sql(call, settings)
+        if query is None:
+            continue
+        decisions[index] = read_approval(
+            interrupt(
+                {
+                    "action": "approve_sql_write",
+                    "tool": call["name"],
+                    "sql": query,
+                    "kind": classify(query, allow_writes=True).kind,
+                    "database": str(database_path(settings)),
+                    "question": APPROVAL_QUESTION,
+                }
+            )
+        )
+    return decisions
+
+
+def _declined(call: Any, reason: str) -> ToolOutcome:
+    query = str(call["args"].get("query", "")) if isinstance(call["args"], dict) else ""
+    query = query if len(query) <= 300 else query[:299] + "…"
+    message = (
+        f"Error: the user declined this write (`{query}`); it did not run and the database is "
+        "unchanged. Do not send it again; tell the user what it would have changed."
+    )
+    return ToolOutcome(message + (f" ({reason})" if reason else ""), False, 0.0, "declined")
 
 
 def build_graph(
@@ -168,10 +239,17 @@ def build_graph(
         settings = routed_settings(state, runtime)
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
+        decisions = _ask_approvals(last.tool_calls, settings)
         results: list[ToolMessage] = []
         runs: list[ToolRun] = []
-        for call in last.tool_calls:
-            outcome = execute(call["name"], call["args"], settings)
+        for index, call in enumerate(last.tool_calls):
+            approved, reason = decisions.get(index, (True, ""))
+            if not approved:
+                outcome = _declined(call, reason)
+            else:
+                writes = [call["args"]["query"]] if index in decisions else []
+                with approved_writes(writes):
+                    outcome = execute(call["name"], call["args"], settings)
             results.append(
                 ToolMessage(
                     content=outcome.content,

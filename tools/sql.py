@@ -1,17 +1,26 @@
-"""The `sql_query` tool: read-only SQL over the configured DuckDB database.
+"""The `sql_query` tool: SQL over the configured DuckDB database, read-only unless writes are on.
 
 The database is the `db` setting: a DuckDB file (opened read-only), or a CSV/Parquet file loaded as
 a table into an in-memory database. Either way the connection the model's SQL runs on has external
-access (files, network) switched off and its configuration locked, only one SELECT-like statement is
-accepted, results are capped at `max_rows`, and a query running past `tool_timeout` is interrupted.
+access (files, network) and extension auto-loading switched off, `memory_limit` and `threads` set
+and its configuration locked; only one SELECT-like statement is accepted (`sql_guard`), results are
+capped at `max_rows`, and a query running past `tool_timeout` is interrupted.
+
+With `allow_writes` on a writable DuckDB file, one write statement (INSERT, UPDATE, DELETE,
+CREATE/DROP TABLE, ...) runs on a separate writable connection, with external access still off,
+and only once the user approved it: the graph marks approved statements with `approved_writes`.
 The model sees the schema (tables, columns, types, example values) in its instructions before it
 writes SQL; `describe_database` produces that text.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
+from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +30,7 @@ from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import DatabaseError, ToolError
 from ollagraph.tools.context import current_settings
 from ollagraph.tools.duck import connect
+from ollagraph.tools.sql_guard import Verdict, classify
 
 if TYPE_CHECKING:
     import duckdb
@@ -67,7 +77,26 @@ def _table_name(path: Path) -> str:
     return name if not name[0].isdigit() else f"t_{name}"
 
 
-def _connect_for_agent(path: Path) -> duckdb.DuckDBPyConnection:
+def _limit(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Switch off external access, set the resource limits, then lock the configuration."""
+    import duckdb
+
+    memory = settings.sql_memory_limit.replace("'", "")
+    try:
+        conn.execute("SET enable_external_access = false")
+        conn.execute(f"SET memory_limit = '{memory}'")
+        conn.execute(f"SET threads = {int(settings.sql_threads)}")
+        conn.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        conn.close()
+        raise DatabaseError(
+            f"Cannot apply the SQL limits (sql_memory_limit={settings.sql_memory_limit!r}, "
+            f"sql_threads={settings.sql_threads}): {exc}",
+            hint="Set sql_memory_limit to a size such as '1GB' and sql_threads to 1 or more.",
+        ) from None
+
+
+def _connect_for_agent(path: Path, settings: Settings) -> duckdb.DuckDBPyConnection:
     """Open `path` for the model's queries: read-only, no external access, configuration locked."""
     import duckdb
 
@@ -85,8 +114,7 @@ def _connect_for_agent(path: Path) -> duckdb.DuckDBPyConnection:
         except duckdb.Error as exc:
             conn.close()
             raise DatabaseError(f"Cannot load {path} as a table: {exc}") from None
-    conn.execute("SET enable_external_access = false")
-    conn.execute("SET lock_configuration = true")
+    _limit(conn, settings)
     return conn
 
 
@@ -104,7 +132,7 @@ def _database(settings: Settings) -> _Database:
         if db is None or db.stamp != stamp:
             if db is not None:
                 db.conn.close()
-            db = _Database(_connect_for_agent(path), path, stamp, threading.Lock())
+            db = _Database(_connect_for_agent(path, settings), path, stamp, threading.Lock())
             _open[key] = db
         return db
 
@@ -112,61 +140,90 @@ def _database(settings: Settings) -> _Database:
 def check_database(settings: Settings) -> Path:
     """Open the run's database once, so a bad `--db` fails before the model is called.
 
+    With `allow_writes`, also check that the database can take writes.
+
     Args:
         settings: The run's settings.
 
     Raises:
-        DatabaseError: The database is missing, corrupt, locked or unreadable.
+        DatabaseError: The database is missing, corrupt, locked or unreadable, or writes are
+            allowed and it is not a writable DuckDB file.
     """
-    return _database(settings).path
+    path = _database(settings).path
+    if settings.allow_writes:
+        check_writable(settings)
+    return path
 
 
-def _explained_type(query: str) -> duckdb.StatementType:
-    """Return the type of the statement an EXPLAIN wraps (EXPLAIN also for one not found)."""
-    import duckdb
+def check_writable(settings: Settings) -> Path:
+    """Check that `--allow-writes` can work: a DuckDB file of the user's that may be written.
 
-    # The explained statement starts at the first token after EXPLAIN from which the rest of
-    # the text parses as one statement: past ANALYZE and any (options); comments are no tokens.
-    for position, _ in duckdb.tokenize(query)[1:]:
-        try:
-            inner = duckdb.extract_statements(query[position:])
-        except duckdb.Error:
-            continue
-        if len(inner) == 1:
-            return inner[0].type
-    return duckdb.StatementType.EXPLAIN
+    Args:
+        settings: The run's settings.
+
+    Raises:
+        DatabaseError: The database is the bundled sample, a CSV/Parquet file (loaded into
+            memory, so writes would be lost), missing, or not writable.
+    """
+    from ollagraph.data import sample_database
+
+    path = database_path(settings).resolve()
+    hint = "Pass --db with a DuckDB file of your own, or leave out --allow-writes."
+    if not settings.db or path == sample_database().resolve():
+        raise DatabaseError("--allow-writes cannot change the bundled sample database.", hint=hint)
+    if path.suffix.lower() in TABLE_FILE_SUFFIXES:
+        raise DatabaseError(
+            f"--allow-writes needs a DuckDB database; {path.name} is a "
+            f"{path.suffix.lstrip('.').upper()} file loaded into memory, so writes would be lost.",
+            hint=hint,
+        )
+    if not path.is_file():
+        raise DatabaseError(f"Database {path} does not exist.", hint="Check the --db path.")
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise DatabaseError(
+            f"--allow-writes: database {path} (or its folder, for DuckDB's write-ahead log) is "
+            "not writable.",
+            hint="Check the file's permissions, or leave out --allow-writes.",
+        )
+    return path
 
 
-def check_statement(query: str) -> None:
+def check_statement(query: str) -> Verdict:
     """Accept exactly one read-only statement (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).
 
     Args:
         query: The SQL the model wrote.
 
+    Returns:
+        The guard's verdict (see `sql_guard.classify`).
+
     Raises:
         ToolError: Empty, unparsable, several statements, or not a read-only statement.
     """
-    import duckdb
+    verdict = classify(query)
+    if not verdict.allowed:
+        raise ToolError(verdict.reason)
+    return verdict
 
-    if not query.strip():
-        raise ToolError("The query is empty. Write one SELECT statement.")
+
+_approved: ContextVar[frozenset[str]] = ContextVar("approved_writes", default=frozenset())
+
+
+@contextlib.contextmanager
+def approved_writes(queries: Iterable[str]) -> Iterator[None]:
+    """Mark write statements the user approved, for tool calls made inside the block.
+
+    Only an approved statement, character for character, runs as a write; the mark travels with
+    the context into the thread the tool runs in.
+
+    Args:
+        queries: The exact SQL texts the user approved.
+    """
+    token = _approved.set(_approved.get() | frozenset(queries))
     try:
-        statements = duckdb.extract_statements(query)
-    except duckdb.Error as exc:
-        raise ToolError(f"DuckDB could not parse the query: {exc}") from None
-    if len(statements) != 1:
-        raise ToolError(
-            f"Send exactly one SQL statement per call (got {len(statements)}). "
-            "Split the work into separate calls."
-        )
-    kind = statements[0].type
-    if kind == duckdb.StatementType.EXPLAIN:  # EXPLAIN ANALYZE runs the statement it explains
-        kind = _explained_type(query)
-    if kind != duckdb.StatementType.SELECT:
-        raise ToolError(
-            f"Only read-only queries are allowed (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, "
-            f"EXPLAIN); this is a {kind.name} statement. The database cannot be changed."
-        )
+        yield
+    finally:
+        _approved.reset(token)
 
 
 def _cell(value: Any) -> str:
@@ -203,47 +260,127 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], more: int, cap
     return "\n".join(lines)
 
 
+def _acquire(lock: threading.Lock, settings: Settings) -> None:
+    if not lock.acquire(timeout=settings.tool_timeout):
+        raise ToolError(
+            f"The database is still busy with an earlier query after {settings.tool_timeout:g} s. "
+            "Try again in a moment with a smaller query."
+        )
+
+
+def _fetch(
+    conn: duckdb.DuckDBPyConnection, query: str, settings: Settings
+) -> tuple[list[str], list[tuple[Any, ...]], int, bool]:
+    """Run `query` on a cursor of `conn`, interrupted at `tool_timeout`; return capped rows."""
+    import duckdb
+
+    cursor = conn.cursor()
+    timer = threading.Timer(settings.tool_timeout, cursor.interrupt)
+    timer.start()
+    try:
+        cursor.execute(query)
+        columns = [d[0] for d in cursor.description or []]
+        rows = cursor.fetchmany(settings.max_rows) if columns else []
+        more, capped = 0, False
+        while columns and more < MAX_COUNTED_ROWS:
+            chunk = cursor.fetchmany(10_000)
+            if not chunk:
+                break
+            more += len(chunk)
+        else:
+            capped = bool(columns)
+        return columns, rows, more, capped
+    except duckdb.InterruptException:
+        raise ToolError(
+            f"The query ran longer than {settings.tool_timeout:g} s and was stopped. "
+            "Add filters, aggregate, or use LIMIT."
+        ) from None
+    except duckdb.Error as exc:
+        raise ToolError(f"DuckDB error: {exc}") from None
+    finally:
+        timer.cancel()
+        cursor.close()
+
+
 def run_query(query: str, settings: Settings) -> str:
     """Check and run one query under `settings`; return the formatted result.
 
+    A read runs on the cached read-only connection. With `allow_writes`, a write statement the
+    user approved (see `approved_writes`) runs on a separate writable connection.
+
     Args:
-        query: One read-only SQL statement.
-        settings: Which database, the row cap and the time limit.
+        query: One SQL statement.
+        settings: Which database, the row cap, the time limit and whether writes are allowed.
 
     Raises:
         ToolError: The statement is refused, DuckDB reports an error, or it ran too long.
+        DatabaseError: Writes are allowed but the database cannot take them.
     """
-    import duckdb
-
+    if settings.allow_writes:
+        verdict = classify(query, allow_writes=True)
+        if verdict.write:
+            return run_write(query, settings)
+        if not verdict.allowed:
+            raise ToolError(verdict.reason)
     check_statement(query)
     db = _database(settings)
-    with db.lock:
-        cursor = db.conn.cursor()
-        timer = threading.Timer(settings.tool_timeout, cursor.interrupt)
-        timer.start()
-        try:
-            cursor.execute(query)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchmany(settings.max_rows)
-            more, capped = 0, False
-            while more < MAX_COUNTED_ROWS:
-                chunk = cursor.fetchmany(10_000)
-                if not chunk:
-                    break
-                more += len(chunk)
-            else:
-                capped = True
-        except duckdb.InterruptException:
-            raise ToolError(
-                f"The query ran longer than {settings.tool_timeout:g} s and was stopped. "
-                "Add filters, aggregate, or use LIMIT."
-            ) from None
-        except duckdb.Error as exc:
-            raise ToolError(f"DuckDB error: {exc}") from None
-        finally:
-            timer.cancel()
-            cursor.close()
+    _acquire(db.lock, settings)
+    try:
+        columns, rows, more, capped = _fetch(db.conn, query, settings)
+    finally:
+        db.lock.release()
     return format_table(columns, rows, more, capped)
+
+
+def run_write(query: str, settings: Settings) -> str:
+    """Run one approved write statement on a writable connection, then close it.
+
+    The read-only connection to the file is closed first (DuckDB opens a file either read-only or
+    writable within one process), and reopened by the next read. The writable connection has
+    external access off and its configuration locked like the read-only one; the statement runs
+    in its own transaction and is interrupted (and rolled back) at `tool_timeout`.
+
+    Args:
+        query: The SQL text exactly as the user approved it.
+        settings: Which database and the limits; `allow_writes` must be on.
+
+    Raises:
+        ToolError: Writes are off, the statement is not an approved write, or DuckDB refused it.
+        DatabaseError: The database cannot take writes (sample, CSV/Parquet, read-only file).
+    """
+    verdict = classify(query, allow_writes=settings.allow_writes)
+    if not settings.allow_writes or not verdict.write:
+        raise ToolError(verdict.reason or f"A {verdict.kind} statement is not a write.")
+    if query not in _approved.get():
+        raise ToolError(
+            f"This {verdict.kind} statement changes the database and needs the user's approval, "
+            "which it does not have. It did not run."
+        )
+    path = check_writable(settings)
+    with _open_lock:
+        old = _open.pop(str(path), None)
+        if old is not None:
+            _acquire(old.lock, settings)
+            try:
+                old.conn.close()
+            finally:
+                old.lock.release()
+        conn = connect(path, read_only=False)
+        try:
+            _limit(conn, settings)
+            columns, rows, more, capped = _fetch(conn, query, settings)
+        finally:
+            conn.close()
+    if columns == ["Count"] and len(rows) <= 1:  # DuckDB's answer to DML; DDL has no row
+        if not rows:
+            return f"Done: the {verdict.kind} statement ran."
+        changed = rows[0][0]
+        return f"Done: the {verdict.kind} statement ran and changed {changed} row" + (
+            "." if changed == 1 else "s."
+        )
+    if not columns:
+        return f"Done: the {verdict.kind} statement ran."
+    return f"Done: the {verdict.kind} statement ran.\n" + format_table(columns, rows, more, capped)
 
 
 def sql_query(query: str) -> str:
@@ -251,8 +388,9 @@ def sql_query(query: str) -> str:
 
     Use this for any question about the data in the database: counts, totals, averages, rankings,
     lookups, comparisons over time. The tables, their columns and example values are listed in your
-    instructions; use only those names. Only one SELECT statement per call; the database cannot be
-    changed. Large results are cut to the first rows, so aggregate or use LIMIT.
+    instructions; use only those names. One statement per call. The database is read-only unless
+    the user allowed writes; then a write (INSERT, UPDATE, DELETE, CREATE TABLE) runs once the
+    user approves it. Large results are cut to the first rows, so aggregate or use LIMIT.
 
     Args:
         query: One DuckDB SQL SELECT statement, for example `SELECT COUNT(*) FROM ducks`.
