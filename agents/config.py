@@ -97,7 +97,7 @@ class Settings:
     sql_threads: int = _doc("Threads DuckDB may use for the model's queries.", default=2)
     run_timeout: float = _doc(
         "Seconds one question may take in all (plan, tool calls, answer) before it is stopped "
-        "with a partial answer.",
+        "with a partial answer; 0: no limit.",
         default=900.0,
     )
     max_tool_args: int = _doc(
@@ -271,6 +271,10 @@ class Settings:
                 )
         if self.batch_size < 1 or self.max_image_pixels < 1:
             raise ConfigError("`batch_size` and `max_image_pixels` must be at least 1.")
+        if not self.run_timeout >= 0:  # also refuses NaN
+            raise ConfigError(
+                f"`run_timeout` must be 0 (no limit) or more, got {self.run_timeout}."
+            )
         if self.temperature < 0:
             raise ConfigError(f"`temperature` must be 0 or more, got {self.temperature}.")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ollagraph.agents.config import Settings
+from ollagraph.agents.deadline import Deadline, using_deadline
 from ollagraph.agents.errors import StateDirError
 from ollagraph.agents.paths import state_path
 
@@ -183,12 +184,13 @@ class Session:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         payload: Any = {"messages": [HumanMessage(question)]}
-        while True:
-            self._stream(payload, config, listener, timings)
-            pending = self.graph.get_state(config).interrupts
-            if not pending:
-                break
-            payload = Command(resume=self._decide(pending[0].value))
+        with using_deadline(Deadline(self.settings.run_timeout)):
+            while True:
+                self._stream(payload, config, listener, timings)
+                pending = self.graph.get_state(config).interrupts
+                if not pending:
+                    break
+                payload = Command(resume=self._decide(pending[0].value))
         timings["total"] = round(time.perf_counter() - start, 4)
         values = self.graph.get_state(config).values
         final = values["messages"][-1]

@@ -31,6 +31,7 @@ from langgraph.types import Checkpointer, interrupt
 
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.context_window import tool_schema_chars
+from ollagraph.agents.deadline import current_deadline
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import (
     ModelFactory,
@@ -50,6 +51,7 @@ from ollagraph.tools.sql_guard import classify
 
 PLAN_TOKENS = 160  # a plan is a few short lines
 ANSWER_TOKENS = 600  # bounds a small model's repetition loops, not a real answer
+ANSWER_FLOOR_SECONDS = 60.0  # the answer may still be written this long after the deadline
 RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
 APPROVAL_QUESTION = "Run this write? [y/N]"
 
@@ -65,6 +67,19 @@ def _question(state: State) -> str:
         if isinstance(message, HumanMessage):
             return _text(message)
     return ""
+
+
+def within_deadline(settings: Settings, floor: float = 0.0) -> Settings:
+    """`settings` with `request_timeout` cut to the time left for this question.
+
+    Args:
+        settings: The run's settings.
+        floor: Seconds a model call gets even past the deadline (the answer must be written).
+    """
+    seconds = current_deadline().cap(settings.request_timeout, floor=floor)
+    if seconds >= settings.request_timeout:
+        return settings
+    return replace(settings, request_timeout=max(seconds, 0.001))
 
 
 def routed_settings(state: State, runtime: Runtime[Settings]) -> Settings:
@@ -187,7 +202,7 @@ def build_graph(
 
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         offered = select_tools(_question(state), run_settings(runtime).tools)
-        settings = replace(run_settings(runtime), tools=offered)
+        settings = within_deadline(replace(run_settings(runtime), tools=offered))
         model, messages = fit_request(
             settings,
             limit_reply(make_model(settings), PLAN_TOKENS),
@@ -205,7 +220,9 @@ def build_graph(
         }
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = routed_settings(state, runtime)
+        if current_deadline().expired():
+            return {}  # no new decision: route goes to answer, which says the time ran out
+        settings = within_deadline(routed_settings(state, runtime))
         specs = tool_specs(settings.tools)
         model = make_model(settings)
         strategy = (
@@ -231,7 +248,11 @@ def build_graph(
     def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:
         last = state["messages"][-1]
         wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-        if wants_tools and state.get("steps", 0) < run_settings(runtime).max_steps:
+        if (
+            wants_tools
+            and state.get("steps", 0) < run_settings(runtime).max_steps
+            and not current_deadline().expired()
+        ):
             return "tools"
         return "answer"
 
@@ -274,15 +295,23 @@ def build_graph(
         }
 
     def answer(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = run_settings(runtime)
+        settings = within_deadline(run_settings(runtime), floor=ANSWER_FLOOR_SECONDS)
         last = state["messages"][-1]
         partial = isinstance(last, AIMessage) and bool(last.tool_calls)
+        deadline = current_deadline()
         prefix = ""
-        if partial:
+        if deadline.expired():
+            partial = True
+            prefix = (
+                f"Partial answer: I stopped after {deadline.elapsed():.0f} s (the time limit of "
+                f"{settings.run_timeout:g} s) before finishing.\n\n"
+            )
+        elif partial:
             prefix = (
                 f"Partial answer: I stopped after {settings.max_steps} tool steps (the step "
                 "limit) before finishing.\n\n"
             )
+        if prefix:
             get_stream_writer()({"answer_prefix": prefix})
         model, messages = fit_request(
             settings,

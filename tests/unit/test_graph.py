@@ -187,6 +187,33 @@ def test_a_tool_that_hangs_times_out_and_the_run_continues(
     assert state["tool_runs"][0]["ok"] is False
 
 
+def test_the_run_deadline_ends_the_loop_with_a_partial_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ollagraph.agents.deadline import Deadline, using_deadline
+
+    now = [0.0]  # a hand-wound clock: the tool spends 10 "seconds" of a 5-second budget
+
+    def slow(query: str, max_results: int = 5) -> str:
+        now[0] += 10
+        return "ducks float"
+
+    monkeypatch.setitem(registry.TOOLS, "web_search", slow)
+    model = (
+        ScriptedChatModel()
+        .enqueue_text("1. web_search, twice")
+        .enqueue_tool_call("web_search", {"query": "ducks"})
+        .enqueue_text("They float.")  # act is skipped after the deadline: this is the answer
+    )
+    with using_deadline(Deadline(5, clock=lambda: now[0])):
+        state = run(model, "Do ducks float?", run_timeout=5)
+    assert state["steps"] == 1 and state["partial"] is True
+    assert len(model.calls) == 3  # plan, act, answer: no second act after the deadline
+    final = state["messages"][-1].content
+    assert final.startswith("Partial answer: I stopped after 10 s (the time limit of 5 s)")
+    assert final.endswith("They float.")
+
+
 def test_step_limit_gives_a_clear_partial_answer() -> None:
     model = ScriptedChatModel().enqueue_text("1. sql_query, again and again")
     for i in range(3):
