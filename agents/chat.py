@@ -17,6 +17,7 @@ from rich.console import Console
 
 from ollagraph.agents.errors import ConfigError, OllagraphError
 from ollagraph.agents.paths import state_path
+from ollagraph.agents.questions import question_problem
 from ollagraph.agents.render import Renderer
 from ollagraph.agents.session import Session, new_thread_id
 
@@ -139,6 +140,10 @@ def run_chat(
                 console.print(f"New conversation · thread {session.thread_id}")
             else:
                 console.print(f"Unknown command {command}. /help lists the commands.")
+            continue
+        problem = question_problem(line)
+        if problem:
+            console.print(f"[red]{problem}[/red]")
             continue
         renderer = Renderer(verbose=verbose)
         try:

@@ -19,8 +19,7 @@ import click
 
 from ollagraph.agents import __version__
 from ollagraph.agents.errors import OllagraphError
-
-MAX_QUESTION_CHARS = 20_000
+from ollagraph.agents.questions import question_problem
 
 
 def _log_unexpected(exc: BaseException) -> str:
@@ -160,12 +159,9 @@ def ask(
     With --allow-writes, a write statement runs only with --yes; without it, writes are declined.
     """
     question = question.strip()
-    if not question:
-        raise click.UsageError("The question is empty.")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise click.UsageError(
-            f"The question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}."
-        )
+    problem = question_problem(question)
+    if problem:
+        raise click.UsageError(problem)
     from ollagraph.agents.render import Renderer
     from ollagraph.agents.session import Session
 

@@ -73,6 +73,20 @@ def explain_open_error(path: Path, exc: Exception) -> DatabaseError:
     return DatabaseError(f"Cannot open database {path}: {text}")
 
 
+def _refuse_sqlite(file: Path) -> None:
+    """A SQLite file would make DuckDB ask to INSTALL its sqlite extension: say what it is."""
+    try:
+        with file.open("rb") as handle:
+            header = handle.read(16)
+    except OSError:
+        return  # missing or unreadable: duckdb.connect reports it
+    if header == b"SQLite format 3\x00":
+        raise DatabaseError(
+            f"{file} is a SQLite database, not a DuckDB database.",
+            hint="Export its tables to CSV or Parquet (e.g. `sqlite3 -csv`) and pass one with --db.",
+        )
+
+
 def connect(
     path: str | Path | None,
     *,
@@ -99,6 +113,7 @@ def connect(
             raise DatabaseError(f"{file} is a directory, not a DuckDB database file.")
         if read_only and not file.exists():
             raise DatabaseError(f"Database {file} does not exist.", hint="Check the --db path.")
+        _refuse_sqlite(file)
     try:
         conn = duckdb.connect(
             target, read_only=read_only and target != ":memory:", config=_config()

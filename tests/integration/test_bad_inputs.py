@@ -30,7 +30,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from ollagraph.agents.cli import MAX_QUESTION_CHARS, main
+from ollagraph.agents.cli import main
+from ollagraph.agents.questions import MAX_QUESTION_CHARS
 from ollagraph.tools.documents import release_store
 from tests.conftest import CLOSED_PORT_HOST
 from tests.fake_ollama import FakeOllama
@@ -153,14 +154,6 @@ def test_directory_as_database(tmp_path: Path) -> None:
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools/duck.py connect(): DuckDB sees the SQLite header and tries to load the sqlite "
-    "extension, so the message is 'Extension ... sqlite_scanner ... not found / Install it first "
-    "using INSTALL sqlite'. Fix: before duckdb.connect, read the first 16 bytes and, when they are "
-    "b'SQLite format 3\\x00', raise DatabaseError('X is a SQLite database, not a DuckDB "
-    "database.') with a hint to export the tables to CSV/Parquet (or convert with DuckDB).",
-)
 def test_sqlite_file_as_database(tmp_path: Path) -> None:
     lite = tmp_path / "shop.db"
     with sqlite3.connect(lite) as conn:
@@ -374,12 +367,6 @@ def test_one_megabyte_question(fake_ollama: FakeOllama) -> None:
     assert fake_ollama.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/chat.py run_chat(): a chat line has no length limit, so a 1 MB line goes to "
-    "the model. Fix: apply the same MAX_QUESTION_CHARS check as `ask` (one shared helper) and "
-    "print 'The question is N characters long; the limit is 20000.' and continue the session.",
-)
 def test_one_megabyte_chat_line_is_refused_and_the_chat_goes_on(fake_ollama: FakeOllama) -> None:
     huge = "blue ducks " * (1024 * 1024 // 11)
     result = run("chat", "--tools", "sql_query", input=f"{huge}\n/thread\n/exit\n")
@@ -388,14 +375,6 @@ def test_one_megabyte_chat_line_is_refused_and_the_chat_goes_on(fake_ollama: Fak
     assert all(len(json.dumps(body)) < 100_000 for body in fake_ollama.chat_requests)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/cli.py ask(): a question whose bytes are not UTF-8 (a Latin-1 terminal) "
-    "arrives as str with lone surrogates, and httpx's JSON encoding of the chat request fails "
-    "with UnicodeEncodeError -> 'unexpected failure'. Fix: after strip(), try "
-    "question.encode('utf-8') and on UnicodeEncodeError raise click.UsageError('The question "
-    "is not valid UTF-8 text; check the terminal encoding (LANG, LC_ALL).'); same for chat lines.",
-)
 def test_question_that_is_not_utf8(fake_ollama: FakeOllama) -> None:
     question = os.fsdecode(b"caf\xe9 ducks?")  # how Python hands over non-UTF-8 argv bytes
     result = run("ask", question, "--tools", "sql_query")
