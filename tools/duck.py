@@ -83,7 +83,7 @@ def _refuse_sqlite(file: Path) -> None:
     if header == b"SQLite format 3\x00":
         raise DatabaseError(
             f"{file} is a SQLite database, not a DuckDB database.",
-            hint="Export its tables to CSV or Parquet (e.g. `sqlite3 -csv`) and pass one with --db.",
+            hint="Export its tables to CSV or Parquet (`sqlite3 -csv`) and pass one with --db.",
         )
 
 
