@@ -217,13 +217,23 @@ def ingest(paths: tuple[Path, ...], config_file: str | None, **flags: Any) -> No
 
     Unchanged files are skipped, changed files replace their old chunks.
     """
+    from ollagraph.agents.errors import IngestError
     from ollagraph.agents.progress import ingest_with_progress
-    from ollagraph.tools.documents import user_store_path
+    from ollagraph.tools.documents import release_store, user_store_path
 
     settings = _settings(config_file, **flags)
     store = Path(settings.docs) if settings.docs else user_store_path()
+    existed = store.exists()
     report = ingest_with_progress(list(paths), store, settings)
     click.echo(report.summary(), err=True)
+    if report.skipped and not (report.added or report.updated or report.unchanged):
+        if not existed:  # an empty store would hide the sample documents from `ask`
+            release_store(store)
+            for leftover in (store, store.with_name(store.name + ".wal")):
+                leftover.unlink(missing_ok=True)
+        raise IngestError(
+            f"Nothing was ingested: all {len(report.skipped)} file(s) were skipped (see above)."
+        )
     click.echo(str(store))
 
 

@@ -63,6 +63,8 @@ PROBE_TIMEOUT = 3.0
 STOP_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL when stopping an owned server."""
 MAX_RESTARTS = 1
+EXIT_GRACE = 1.0
+"""Seconds a server that stopped answering mid-request gets to finish exiting (see `recover`)."""
 
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _lock = threading.RLock()
@@ -262,7 +264,7 @@ class ServerHandle:
                 return False
             if since is not None and since != self.generation:
                 return True
-            code = self.process.poll()
+            code = self._exit_code()
             if code is None:
                 return False
             if self.restarts >= MAX_RESTARTS:
@@ -286,6 +288,26 @@ class ServerHandle:
                 self.process, self.command, self.url, self.start_timeout, self.log_path, offset
             )
             return True
+
+    def _exit_code(self) -> int | None:
+        """The owned server's exit code, or None while it runs and answers.
+
+        A server killed mid-request closes its sockets a moment before its exit status can be
+        collected, so when it does not answer `/api/version` it gets `EXIT_GRACE` seconds to
+        finish dying.
+        """
+        assert self.process is not None
+        code = self.process.poll()
+        if code is not None:
+            return code
+        try:
+            if probe(self.url, timeout=EXIT_GRACE) is not None:
+                return None
+        except ModelError:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.process.wait(timeout=EXIT_GRACE)
+        return None
 
 
 def _wait_healthy(
@@ -457,16 +479,26 @@ def with_recovery(fn: Callable[[], T], handle: ServerHandle | None = None) -> T:
         handle: The server (default: `current_server()`).
 
     Raises:
-        ModelError: The server died a second time.
+        ModelError: The server died a second time (also when the retried request is the one
+            it dies on).
     """
     handle = handle if handle is not None else current_server()
-    generation = handle.generation if handle is not None else 0
+    if handle is None:
+        return fn()
+    generation = handle.generation
     try:
         return fn()
     except Exception:
-        if handle is None or not handle.recover(since=generation):
+        if not handle.recover(since=generation):
             raise
-    return fn()
+    generation = handle.generation
+    try:
+        return fn()
+    except Exception:
+        # The restarted server died too: say so ("stopped unexpectedly twice"), not just
+        # "disconnected". Any other failure of the retry is re-raised unchanged.
+        handle.recover(since=generation)
+        raise
 
 
 def stop_all() -> None:

@@ -1,7 +1,9 @@
 """Progress bars for long work started from the CLI (document ingestion).
 
 `tools.ingest` reports plain `IngestEvent`s; this module draws them with rich on stderr: one bar
-over files, and a line per file that was skipped or failed to read cleanly.
+over files, and a line per file that was skipped or failed to read cleanly. When stderr is not a
+terminal (a log file, a pipe) the bar cannot redraw, so each finished file gets its own line
+instead (`[3/40] added notes.md (4 chunks)`), and a log shows how far a run got.
 """
 
 from __future__ import annotations
@@ -54,6 +56,13 @@ def ingest_with_progress(
             progress.update(task, completed=event.done, current="")
             if event.status == "skipped" and event.path is not None:
                 progress.console.print(f"[yellow]skipped[/yellow] {event.path}: {event.reason}")
+            elif not console.is_terminal and event.path is not None:
+                chunks = f"{event.chunks} chunk{'' if event.chunks == 1 else 's'}"
+                progress.console.print(
+                    f"[{event.done}/{event.total}] {event.status} {event.path} ({chunks})",
+                    highlight=False,
+                    markup=False,
+                )
 
     with progress:
         report = ingest(paths, store, settings, progress=on_event)

@@ -132,11 +132,30 @@ class Session:
             self._graph = build_graph(self.model_factory, checkpointer=open_checkpointer())
         return self._graph
 
+    def _thread_config(self) -> dict[str, Any]:
+        """The config to continue this thread from, past a turn that a crash left unfinished.
+
+        A process killed mid-turn leaves the thread's last checkpoint with nodes still to run and
+        the unanswered question in its messages. Continuing from there would keep that question
+        and add the retried one after it, so the thread continues from its last finished turn
+        instead (LangGraph forks from that checkpoint); with none, the thread starts over. A turn
+        paused by an interrupt (waiting for an approval) is left alone.
+        """
+        config: dict[str, Any] = {"configurable": {"thread_id": self.thread_id}}
+        state = self.graph.get_state(config)
+        if not state.next or state.interrupts:
+            return config
+        for snapshot in self.graph.get_state_history(config):
+            if not snapshot.next:
+                return dict(snapshot.config)
+        self.graph.checkpointer.delete_thread(self.thread_id)
+        return config
+
     def history(self) -> list[tuple[str, str]]:
         """The saved conversation as (role, text) pairs of questions and answers."""
         from langchain_core.messages import AIMessage, HumanMessage
 
-        state = self.graph.get_state({"configurable": {"thread_id": self.thread_id}})
+        state = self.graph.get_state(self._thread_config())
         pairs = []
         for message in state.values.get("messages", []) if state else []:
             if isinstance(message, HumanMessage):
@@ -184,9 +203,11 @@ class Session:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         payload: Any = {"messages": [HumanMessage(question)]}
+        first = self._thread_config()  # past a turn a crash left unfinished
         with using_deadline(Deadline(self.settings.run_timeout)):
             while True:
-                self._stream(payload, config, listener, timings)
+                self._stream(payload, first, listener, timings)
+                first = config
                 pending = self.graph.get_state(config).interrupts
                 if not pending:
                     break

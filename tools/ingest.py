@@ -7,6 +7,10 @@ is left alone; a changed file's old chunks are deleted and the new ones inserted
 transaction. Node ids are deterministic (file path, chunk index, chunk content), so the same
 input always gives the same store.
 
+Each file is committed on its own, chunks and `files` row together, so a run that is killed or
+runs out of disk space leaves a store of whole files, and running it again ingests only the
+files still missing.
+
 Progress goes to an optional callback as `IngestEvent`s, which the CLI draws as a progress bar;
 nothing here prints. `ensure_sample_store` builds the store of the bundled sample documents on
 first use.

@@ -25,6 +25,8 @@ first use.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import threading
 import weakref
@@ -81,6 +83,24 @@ class FileRecord:
     sha256: str
     chunks: int
     ingested_at: datetime
+
+
+_OUT_OF_SPACE_HINT = (
+    "Free some disk space (or point --docs at another disk) and run the same command again: "
+    "files already in the store are skipped."
+)
+_OUT_OF_SPACE = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
+
+
+def is_out_of_space(exc: BaseException) -> bool:
+    """Whether a DuckDB (or OS) error says the disk, a quota or a file-size limit is full.
+
+    Args:
+        exc: The error raised by a write.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    return any(text in str(exc) for text in _OUT_OF_SPACE)
 
 
 def _ingest_hint(path: Path | str) -> str:
@@ -303,14 +323,17 @@ class DocumentStore(DuckDBVectorStore):
         """Run the enclosed writes in one DuckDB transaction on this thread's cursor.
 
         Everything done through the store's own methods inside the block shares the
-        transaction; an exception rolls it back.
+        transaction; an exception rolls it back. A commit that fails (a full disk) leaves
+        nothing of the transaction behind: DuckDB writes a transaction to its log only when
+        it commits.
         """
         cursor = self.client
         cursor.begin()
         try:
             yield cursor
         except BaseException:
-            cursor.rollback()
+            with suppress(duckdb.Error):  # keep the error that caused the rollback
+                cursor.rollback()
             raise
         cursor.commit()
 
@@ -379,6 +402,12 @@ class DocumentStore(DuckDBVectorStore):
                 else:
                     self.client.execute("DELETE FROM files WHERE path = ?", [path])
         except duckdb.Error as exc:
+            if is_out_of_space(exc):
+                raise DocumentStoreError(
+                    f"Out of disk space: writing the chunks of {path} to documents store "
+                    f"{self.path} failed ({exc}). The files written before it are kept.",
+                    hint=_OUT_OF_SPACE_HINT,
+                ) from None
             raise DocumentStoreError(
                 f"Writing the chunks of {path} to documents store {self.path} failed "
                 f"(the store keeps the previous version): {exc}"
@@ -427,7 +456,8 @@ def _open_error(path: Path, exc: DatabaseError) -> DocumentStoreError:
             "(read-only for searching, or read-write for ingesting).",
             hint="Close the other store first (ollagraph.tools.documents.release_store).",
         )
-    return DocumentStoreError(f"Cannot open documents store {path}: {text}", hint=exc.hint)
+    hint = _OUT_OF_SPACE_HINT if is_out_of_space(exc) else exc.hint
+    return DocumentStoreError(f"Cannot open documents store {path}: {text}", hint=hint)
 
 
 def open_store(
@@ -474,6 +504,8 @@ def open_store(
     try:
         conn = duck.connect(file, read_only=read_only, extensions=EXTENSIONS)
     except DatabaseError as exc:
+        if not exists:
+            _remove_database(file)
         raise _open_error(file, exc) from None
     try:
         meta = _check_or_init(conn, file, create, embed_dim, embed_model_name)
@@ -486,10 +518,20 @@ def open_store(
             embed_model_name=meta["embed_model"],
         )
     except BaseException:
-        conn.close()
+        with suppress(duckdb.Error):
+            conn.close()
+        if not exists:  # a half-created store would be refused as "not a documents store"
+            _remove_database(file)
         raise
     store._owns_connection = True
     return store
+
+
+def _remove_database(file: Path) -> None:
+    """Delete a DuckDB file and its write-ahead log, if present."""
+    for leftover in (file, file.with_name(file.name + ".wal")):
+        with suppress(OSError):
+            leftover.unlink()
 
 
 def _check_or_init(
@@ -514,23 +556,30 @@ def _check_or_init(
                 hint="Point --docs at a store made by `agent ingest`, or at a new file.",
             )
         assert embed_dim is not None and embed_model_name
-        conn.begin()
         try:
-            conn.execute(_BOOKKEEPING_SQL)
-            DocumentStore._create_table(conn, TABLE, embed_dim)
-            conn.executemany(
-                "INSERT INTO meta VALUES (?, ?)",
-                [
-                    ["schema_version", str(SCHEMA_VERSION)],
-                    ["embed_model", embed_model_name],
-                    ["embed_dim", str(embed_dim)],
-                    ["created_at", datetime.now().isoformat(timespec="seconds")],
-                ],
-            )
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+            conn.begin()
+            try:
+                conn.execute(_BOOKKEEPING_SQL)
+                DocumentStore._create_table(conn, TABLE, embed_dim)
+                conn.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ["schema_version", str(SCHEMA_VERSION)],
+                        ["embed_model", embed_model_name],
+                        ["embed_dim", str(embed_dim)],
+                        ["created_at", datetime.now().isoformat(timespec="seconds")],
+                    ],
+                )
+                conn.commit()
+            except BaseException:
+                with suppress(duckdb.Error):
+                    conn.rollback()
+                raise
+        except duckdb.Error as exc:
+            raise DocumentStoreError(
+                f"Cannot create documents store {file}: {exc}",
+                hint=_OUT_OF_SPACE_HINT if is_out_of_space(exc) else None,
+            ) from None
     meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
     missing = [key for key in ("schema_version", "embed_model", "embed_dim") if key not in meta]
     if missing or not _table_exists(conn, "files") or not _table_exists(conn, TABLE):
@@ -561,4 +610,11 @@ def _check_or_init(
     return meta
 
 
-__all__ = ["EXTENSIONS", "SCHEMA_VERSION", "DocumentStore", "FileRecord", "open_store"]
+__all__ = [
+    "EXTENSIONS",
+    "SCHEMA_VERSION",
+    "DocumentStore",
+    "FileRecord",
+    "is_out_of_space",
+    "open_store",
+]

@@ -8,10 +8,6 @@ locked database is locked by a real second process. Each case checks the same co
   failure") and a non-zero exit;
 - nothing lost: the files involved are byte-for-byte unchanged, and no model call was made for
   input that should be refused first.
-
-Cases that fail today because of code outside this test's reach are marked
-`xfail(strict=True)` with the fix in the reason; they start passing (and must be unmarked) once
-it is made.
 """
 
 from __future__ import annotations
@@ -321,14 +317,6 @@ def test_ingest_skips_binary_files_and_keeps_the_rest(tmp_path: Path) -> None:
     assert {p.name: fingerprint(p) for p in folder.iterdir()} == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="agents/cli.py ingest(): when every file was skipped it exits 0 and leaves an empty "
-    "store (without --docs that empty default store then replaces the sample documents for "
-    "`ask`). Fix: when report.added, updated and unchanged are all empty and report.skipped is "
-    "not, raise IngestError('Nothing was ingested: all N file(s) were skipped (see above).'), and "
-    "do not create the store before a file has been read (tools/ingest.py _open_for_writing).",
-)
 def test_ingest_of_only_unreadable_files_fails(tmp_path: Path) -> None:
     junk = tmp_path / "photo.txt"
     junk.write_bytes(bytes(range(256)) * 16)
