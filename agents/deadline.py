@@ -30,6 +30,8 @@ class Deadline:
     Args:
         seconds: The budget in seconds; None, 0 or infinity mean no limit.
         clock: Returns seconds from a monotonic clock (tests pass a fake one).
+        start: When the budget started, on `clock` (default: now). A graph run that has no
+            deadline of its own (LangGraph Studio) rebuilds one from the start time it saved.
 
     Raises:
         ConfigError: `seconds` is negative or not a number.
@@ -38,7 +40,11 @@ class Deadline:
     __slots__ = ("_clock", "_start", "limit")
 
     def __init__(
-        self, seconds: float | None, *, clock: Callable[[], float] = time.monotonic
+        self,
+        seconds: float | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        start: float | None = None,
     ) -> None:
         if seconds is not None and (math.isnan(seconds) or seconds < 0):
             raise ConfigError(
@@ -46,7 +52,7 @@ class Deadline:
             )
         self.limit: float | None = None if not seconds or math.isinf(seconds) else float(seconds)
         self._clock = clock
-        self._start = clock()
+        self._start = clock() if start is None else start
 
     def elapsed(self) -> float:
         """Seconds since the deadline started."""

@@ -19,6 +19,7 @@ one with a SQLite checkpointer through `build_graph`.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ from langgraph.types import Checkpointer, interrupt
 
 from ollagraph.agents.config import Settings, load_settings
 from ollagraph.agents.context_window import tool_schema_chars
-from ollagraph.agents.deadline import current_deadline
+from ollagraph.agents.deadline import Deadline, current_deadline, using_deadline
 from ollagraph.agents.errors import OllagraphError
 from ollagraph.agents.models import (
     ModelFactory,
@@ -69,14 +70,28 @@ def _question(state: State) -> str:
     return ""
 
 
-def within_deadline(settings: Settings, floor: float = 0.0) -> Settings:
+def run_deadline(state: State, settings: Settings) -> Deadline:
+    """This question's deadline, for nodes and the tools they run.
+
+    The caller's deadline when it set one (the CLI session does), else one rebuilt from the
+    wall-clock start the plan node saved (LangGraph Studio runs), else no limit.
+    """
+    deadline = current_deadline()
+    started = state.get("started")
+    if deadline.limit is not None or not settings.run_timeout or started is None:
+        return deadline
+    return Deadline(settings.run_timeout, clock=time.time, start=started)
+
+
+def within_deadline(settings: Settings, deadline: Deadline, floor: float = 0.0) -> Settings:
     """`settings` with `request_timeout` cut to the time left for this question.
 
     Args:
         settings: The run's settings.
+        deadline: This question's deadline.
         floor: Seconds a model call gets even past the deadline (the answer must be written).
     """
-    seconds = current_deadline().cap(settings.request_timeout, floor=floor)
+    seconds = deadline.cap(settings.request_timeout, floor=floor)
     if seconds >= settings.request_timeout:
         return settings
     return replace(settings, request_timeout=max(seconds, 0.001))
@@ -201,8 +216,11 @@ def build_graph(
     make_model = model_factory or chat_model
 
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        started = time.time() - current_deadline().elapsed()  # wall-clock start of the question
         offered = select_tools(_question(state), run_settings(runtime).tools)
-        settings = within_deadline(replace(run_settings(runtime), tools=offered))
+        settings = within_deadline(
+            replace(run_settings(runtime), tools=offered), current_deadline()
+        )
         model, messages = fit_request(
             settings,
             limit_reply(make_model(settings), PLAN_TOKENS),
@@ -217,12 +235,15 @@ def build_graph(
             "tool_runs": [],
             "partial": False,
             "offered": list(offered),
+            "started": started,
         }
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        if current_deadline().expired():
+        settings = routed_settings(state, runtime)
+        deadline = run_deadline(state, settings)
+        if deadline.expired():
             return {}  # no new decision: route goes to answer, which says the time ran out
-        settings = within_deadline(routed_settings(state, runtime))
+        settings = within_deadline(settings, deadline)
         specs = tool_specs(settings.tools)
         model = make_model(settings)
         strategy = (
@@ -251,7 +272,7 @@ def build_graph(
         if (
             wants_tools
             and state.get("steps", 0) < run_settings(runtime).max_steps
-            and not current_deadline().expired()
+            and not run_deadline(state, run_settings(runtime)).expired()
         ):
             return "tools"
         return "answer"
@@ -269,7 +290,7 @@ def build_graph(
                 outcome = _declined(call, reason)
             else:
                 writes = [call["args"]["query"]] if index in decisions else []
-                with approved_writes(writes):
+                with approved_writes(writes), using_deadline(run_deadline(state, settings)):
                     outcome = execute(call["name"], call["args"], settings)
             results.append(
                 ToolMessage(
@@ -295,10 +316,10 @@ def build_graph(
         }
 
     def answer(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = within_deadline(run_settings(runtime), floor=ANSWER_FLOOR_SECONDS)
+        deadline = run_deadline(state, run_settings(runtime))
+        settings = within_deadline(run_settings(runtime), deadline, floor=ANSWER_FLOOR_SECONDS)
         last = state["messages"][-1]
         partial = isinstance(last, AIMessage) and bool(last.tool_calls)
-        deadline = current_deadline()
         prefix = ""
         if deadline.expired():
             partial = True

@@ -42,6 +42,8 @@ class State(InputState, total=False):
         tool_runs: This turn's tool calls with their timings and outputs.
         partial: True when the step limit ended the turn before the model was done.
         offered: The tools this turn's question was offered (image requests get image tools).
+        started: When this turn's question started (wall clock), for `run_timeout` in runs that
+            bring no deadline of their own (LangGraph Studio).
     """
 
     plan: str
@@ -49,3 +51,4 @@ class State(InputState, total=False):
     tool_runs: list[ToolRun]
     partial: bool
     offered: list[str]
+    started: float

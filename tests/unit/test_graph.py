@@ -195,6 +195,12 @@ def test_the_run_deadline_ends_the_loop_with_a_partial_answer(
     now = [0.0]  # a hand-wound clock: the tool spends 10 "seconds" of a 5-second budget
 
     def slow(query: str, max_results: int = 5) -> str:
+        """Search the web (a slow stand-in).
+
+        Args:
+            query: What to search for.
+            max_results: How many results.
+        """
         now[0] += 10
         return "ducks float"
 
@@ -306,3 +312,35 @@ def test_the_same_arguments_pasted_into_another_tool_go_to_the_answer() -> None:
     state = run(model, "q")
     assert [m.name for m in tool_messages(state)] == ["sql_query"]
     assert state["messages"][-1].content == "one"
+
+
+def test_a_run_without_a_caller_deadline_still_keeps_run_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As in Studio: nothing sets a deadline around the run; the graph keeps its own."""
+    import ollagraph.graphs.agent as agent_module
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(agent_module.time, "time", lambda: clock[0])
+
+    def slow(query: str, max_results: int = 5) -> str:
+        """Search the web (a slow stand-in).
+
+        Args:
+            query: What to search for.
+            max_results: How many results.
+        """
+        clock[0] += 10  # the tool takes 10 "seconds" of a 5-second budget
+        return "ducks float"
+
+    monkeypatch.setitem(registry.TOOLS, "web_search", slow)
+    model = (
+        ScriptedChatModel()
+        .enqueue_text("1. web_search")
+        .enqueue_tool_call("web_search", {"query": "ducks"})
+        .enqueue_text("They float.")
+    )
+    state = run(model, "Do ducks float?", run_timeout=5)
+    assert state["started"] == pytest.approx(1_000_000.0, abs=1) and state["partial"] is True
+    assert len(model.calls) == 3
+    assert state["messages"][-1].content.startswith("Partial answer: I stopped after 10 s")
