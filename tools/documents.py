@@ -147,7 +147,7 @@ def _index_for(path: Path, settings: Settings) -> Any:
         from llama_index.core import VectorStoreIndex
 
         from ollagraph.tools.embeddings import get_embed_model
-        from ollagraph.tools.store import open_store
+        from ollagraph.tools.store_open import open_store
 
         store = open_store(path, create=False, embed_model_name=key[1], read_only=True)
         try:

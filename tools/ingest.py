@@ -172,7 +172,7 @@ def _open_for_writing(path: Path, settings: Settings) -> DocumentStore:
         get_embed_model,
         normalize_model_spec,
     )
-    from ollagraph.tools.store import open_store
+    from ollagraph.tools.store_open import open_store
 
     spec = normalize_model_spec(settings.embed_model)
     release_store(path)  # a cached read-only handle in this process would block writing
@@ -363,7 +363,7 @@ def _sample_fingerprint(folder: Path, settings: Settings) -> str:
 
 
 def _stored_fingerprint(path: Path, spec: str) -> str | None:
-    from ollagraph.tools.store import open_store
+    from ollagraph.tools.store_open import open_store
 
     try:
         store = open_store(path, create=False, embed_model_name=spec, read_only=True)
@@ -394,7 +394,7 @@ def ensure_sample_store(settings: Settings, progress: ProgressCallback | None = 
     if ready_key in _sample_ready:
         return path
     from ollagraph.tools.embeddings import normalize_model_spec
-    from ollagraph.tools.store import open_store
+    from ollagraph.tools.store_open import open_store
 
     folder = _sample_docs_dir()
     spec = normalize_model_spec(settings.embed_model)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -57,7 +56,7 @@ TABLE = "documents"
 # Extensions the store needs: json for the metadata column (built into duckdb), fts because the
 # upstream store loads it for full-text search (from the duckdb-ext-fts wheel).
 EXTENSIONS: tuple[str, ...] = ("json", "fts")
-_BOOKKEEPING_SQL = """
+BOOKKEEPING_SQL = """
     CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
     CREATE TABLE IF NOT EXISTS files (
         path VARCHAR PRIMARY KEY,
@@ -85,7 +84,7 @@ class FileRecord:
     ingested_at: datetime
 
 
-_OUT_OF_SPACE_HINT = (
+OUT_OF_SPACE_HINT = (
     "Free some disk space (or point --docs at another disk) and run the same command again: "
     "files already in the store are skipped."
 )
@@ -103,7 +102,8 @@ def is_out_of_space(exc: BaseException) -> bool:
     return any(text in str(exc) for text in _OUT_OF_SPACE)
 
 
-def _ingest_hint(path: Path | str) -> str:
+def ingest_hint(path: Path | str) -> str:
+    """The command that builds a documents store at `path`."""
     return f"Build it with: agent ingest PATH --docs {path}"
 
 
@@ -146,7 +146,8 @@ def _load_extensions(conn: duckdb.DuckDBPyConnection, names: Sequence[str]) -> N
             )
 
 
-def _table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection's own database has a table called `name`."""
     row = conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = current_schema() AND table_name = ?",
@@ -280,7 +281,7 @@ class DocumentStore(DuckDBVectorStore):
             DocumentStoreError: An extension cannot be loaded, or the table has other columns.
         """
         _load_extensions(conn, EXTENSIONS)
-        if not _table_exists(conn, table_name):
+        if not table_exists(conn, table_name):
             cls._create_table(conn, table_name, embed_dim)
         columns = conn.table(table_name).columns
         required = ["node_id", "text", "embedding", "metadata_"]
@@ -339,7 +340,7 @@ class DocumentStore(DuckDBVectorStore):
 
     def meta(self) -> dict[str, str]:
         """Return the `meta` table as a dict (empty when the store has none)."""
-        if not _table_exists(self.client, "meta"):
+        if not table_exists(self.client, "meta"):
             return {}
         return dict(self.client.execute("SELECT key, value FROM meta").fetchall())
 
@@ -406,7 +407,7 @@ class DocumentStore(DuckDBVectorStore):
                 raise DocumentStoreError(
                     f"Out of disk space: writing the chunks of {path} to documents store "
                     f"{self.path} failed ({exc}). The files written before it are kept.",
-                    hint=_OUT_OF_SPACE_HINT,
+                    hint=OUT_OF_SPACE_HINT,
                 ) from None
             raise DocumentStoreError(
                 f"Writing the chunks of {path} to documents store {self.path} failed "
@@ -434,187 +435,14 @@ class DocumentStore(DuckDBVectorStore):
         self._thread_local = threading.local()
 
 
-def _open_error(path: Path, exc: DatabaseError) -> DocumentStoreError:
-    """Explain why the DuckDB file at `path` could not be opened as a documents store."""
-    text = exc.message
-    if "not a valid DuckDB database" in text:
-        return DocumentStoreError(
-            f"{path} is not a documents store: it is corrupt or another kind of file.",
-            hint=f"Delete it and rebuild it with: agent ingest PATH --docs {path}",
-        )
-    if "locked" in text:
-        holder = re.search(r"PID (\d+)", str(exc.__cause__ or exc.__context__ or ""))
-        return DocumentStoreError(
-            f"Documents store {path} is in use by another process"
-            + (f" (PID {holder.group(1)})" if holder else "")
-            + ": an `agent ingest` writing to it, or an agent searching it while you ingest.",
-            hint="Wait for it to finish, or close that program, and try again.",
-        )
-    if "different configuration" in text:
-        return DocumentStoreError(
-            f"Documents store {path} is already open in this process in another mode "
-            "(read-only for searching, or read-write for ingesting).",
-            hint="Close the other store first (ollagraph.tools.documents.release_store).",
-        )
-    hint = _OUT_OF_SPACE_HINT if is_out_of_space(exc) else exc.hint
-    return DocumentStoreError(f"Cannot open documents store {path}: {text}", hint=hint)
-
-
-def open_store(
-    path: str | Path,
-    *,
-    create: bool,
-    embed_dim: int | None = None,
-    embed_model_name: str | None = None,
-    read_only: bool = False,
-) -> DocumentStore:
-    """Open (or create) the documents store at `path` and check its embedding model.
-
-    Args:
-        path: The store's .duckdb file.
-        create: Create the store when the file does not exist (needs `embed_dim` and
-            `embed_model_name`). Without it a missing file is an error.
-        embed_dim: The vector length of the embedding model; checked against an existing store.
-        embed_model_name: The embedding model's spec (`minilm`, `ollama:NAME:TAG`); an
-            existing store made with another model is refused. None skips the check.
-        read_only: Open without write access (several processes may search at once).
-
-    Returns:
-        The open store; call `close()` when done with it.
-
-    Raises:
-        DocumentStoreError: The file is missing (without `create`), corrupt, not a documents
-            store, made by a newer ollagraph, locked, or built with another embedding model.
-    """
-    file = Path(path).expanduser()
-    if file.is_dir():
-        raise DocumentStoreError(
-            f"{file} is a directory, not a documents store file.",
-            hint=f"Name a .duckdb file, e.g. --docs {file / 'docs.duckdb'}",
-        )
-    exists = file.exists()
-    if not exists and not create:
-        raise DocumentStoreError(f"Documents store {file} does not exist.", hint=_ingest_hint(file))
-    if not exists and (embed_dim is None or not embed_model_name):
-        raise ValueError("creating a documents store needs embed_dim and embed_model_name")
-    if create and read_only:
-        raise ValueError("a store opened read-only cannot be created")
-    if not exists:
-        file.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        conn = duck.connect(file, read_only=read_only, extensions=EXTENSIONS)
-    except DatabaseError as exc:
-        if not exists:
-            _remove_database(file)
-        raise _open_error(file, exc) from None
-    try:
-        meta = _check_or_init(conn, file, create, embed_dim, embed_model_name)
-        store = DocumentStore(
-            database_name=file.name,
-            persist_dir=str(file.parent),
-            table_name=TABLE,
-            embed_dim=int(meta["embed_dim"]),
-            client=conn,
-            embed_model_name=meta["embed_model"],
-        )
-    except BaseException:
-        with suppress(duckdb.Error):
-            conn.close()
-        if not exists:  # a half-created store would be refused as "not a documents store"
-            _remove_database(file)
-        raise
-    store._owns_connection = True
-    return store
-
-
-def _remove_database(file: Path) -> None:
-    """Delete a DuckDB file and its write-ahead log, if present."""
-    for leftover in (file, file.with_name(file.name + ".wal")):
-        with suppress(OSError):
-            leftover.unlink()
-
-
-def _check_or_init(
-    conn: duckdb.DuckDBPyConnection,
-    file: Path,
-    create: bool,
-    embed_dim: int | None,
-    embed_model_name: str | None,
-) -> dict[str, str]:
-    """Return the store's meta, creating the schema in a new (empty) database."""
-    try:
-        has_meta = _table_exists(conn, "meta")
-        has_tables = has_meta or bool(
-            conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0]  # type: ignore[index]
-        )
-    except duckdb.Error as exc:
-        raise DocumentStoreError(f"Cannot read documents store {file}: {exc}") from None
-    if not has_meta:
-        if has_tables or not create:
-            raise DocumentStoreError(
-                f"{file} is a DuckDB database but not a documents store.",
-                hint="Point --docs at a store made by `agent ingest`, or at a new file.",
-            )
-        assert embed_dim is not None and embed_model_name
-        try:
-            conn.begin()
-            try:
-                conn.execute(_BOOKKEEPING_SQL)
-                DocumentStore._create_table(conn, TABLE, embed_dim)
-                conn.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        ["schema_version", str(SCHEMA_VERSION)],
-                        ["embed_model", embed_model_name],
-                        ["embed_dim", str(embed_dim)],
-                        ["created_at", datetime.now().isoformat(timespec="seconds")],
-                    ],
-                )
-                conn.commit()
-            except BaseException:
-                with suppress(duckdb.Error):
-                    conn.rollback()
-                raise
-        except duckdb.Error as exc:
-            raise DocumentStoreError(
-                f"Cannot create documents store {file}: {exc}",
-                hint=_OUT_OF_SPACE_HINT if is_out_of_space(exc) else None,
-            ) from None
-    meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    missing = [key for key in ("schema_version", "embed_model", "embed_dim") if key not in meta]
-    if missing or not _table_exists(conn, "files") or not _table_exists(conn, TABLE):
-        raise DocumentStoreError(
-            f"{file} is an incomplete documents store (missing {', '.join(missing) or 'tables'}).",
-            hint=f"Delete it and rebuild it with: agent ingest PATH --docs {file}",
-        )
-    if int(meta["schema_version"]) > SCHEMA_VERSION:
-        raise DocumentStoreError(
-            f"Documents store {file} was made by a newer ollagraph "
-            f"(schema {meta['schema_version']}, this one reads {SCHEMA_VERSION}).",
-            hint="Upgrade ollagraph, or re-ingest the documents into a new store.",
-        )
-    stored_model = meta["embed_model"]
-    if embed_model_name and embed_model_name != stored_model:
-        raise DocumentStoreError(
-            f"Documents store {file} was built with the embedding model `{stored_model}`, "
-            f"not `{embed_model_name}`; their vectors cannot be compared.",
-            hint=f"Search it with --embed-model {stored_model}, or re-ingest the documents "
-            f"into a new store with --embed-model {embed_model_name}.",
-        )
-    if embed_dim is not None and int(meta["embed_dim"]) != embed_dim:
-        raise DocumentStoreError(
-            f"Documents store {file} holds {meta['embed_dim']}-dimensional vectors but "
-            f"`{embed_model_name or stored_model}` makes {embed_dim}-dimensional ones.",
-            hint="Re-ingest the documents into a new store with the model you want to use.",
-        )
-    return meta
-
-
 __all__ = [
+    "BOOKKEEPING_SQL",
     "EXTENSIONS",
+    "OUT_OF_SPACE_HINT",
     "SCHEMA_VERSION",
     "DocumentStore",
     "FileRecord",
+    "ingest_hint",
     "is_out_of_space",
-    "open_store",
+    "table_exists",
 ]

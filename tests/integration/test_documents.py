@@ -28,7 +28,8 @@ from ollagraph.tools.documents import (
 )
 from ollagraph.tools.embeddings import get_embed_model
 from ollagraph.tools.ingest import IngestEvent, ensure_sample_store, ingest, sample_store_path
-from ollagraph.tools.store import DocumentStore, open_store
+from ollagraph.tools.store import DocumentStore
+from ollagraph.tools.store_open import open_store
 from ollagraph.tools.untrusted import ITEM_OVERHEAD, item_limit
 from tests.pdf import minimal_pdf
 

@@ -33,7 +33,7 @@ from ollagraph.tools.context import using_settings
 from ollagraph.tools.documents import release_store, search_documents
 from ollagraph.tools.ingest import split_into_nodes
 from ollagraph.tools.loaders import load_file
-from ollagraph.tools.store import open_store
+from ollagraph.tools.store_open import open_store
 from tests.fake_ollama import FakeOllama, ScriptedReply
 
 pytestmark = pytest.mark.integration
