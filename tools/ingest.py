@@ -176,10 +176,13 @@ def _open_for_writing(path: Path, settings: Settings) -> DocumentStore:
 
     spec = normalize_model_spec(settings.embed_model)
     release_store(path)  # a cached read-only handle in this process would block writing
+    index = settings.vector_index
     if path.exists():
-        return open_store(path, create=False, embed_model_name=spec)
+        return open_store(path, create=False, embed_model_name=spec, vector_index=index)
     dimension = embedding_dimension(get_embed_model(settings))
-    return open_store(path, create=True, embed_dim=dimension, embed_model_name=spec)
+    return open_store(
+        path, create=True, embed_dim=dimension, embed_model_name=spec, vector_index=index
+    )
 
 
 def _ingest_files(

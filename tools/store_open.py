@@ -63,6 +63,7 @@ def open_store(
     embed_dim: int | None = None,
     embed_model_name: str | None = None,
     read_only: bool = False,
+    vector_index: bool = False,
 ) -> DocumentStore:
     """Open (or create) the documents store at `path` and check its embedding model.
 
@@ -74,6 +75,9 @@ def open_store(
         embed_model_name: The embedding model's spec (`minilm`, `ollama:NAME:TAG`); an
             existing store made with another model is refused. None skips the check.
         read_only: Open without write access (several processes may search at once).
+        vector_index: Let this writer build an HNSW index when it closes a store of
+            `INDEX_MIN_ROWS`+ chunks (the `vector_index` setting). Searchers use an index
+            whenever the file has one.
 
     Returns:
         The open store; call `close()` when done with it.
@@ -120,6 +124,7 @@ def open_store(
             _remove_database(file)
         raise
     store._owns_connection = True
+    store._index_enabled = vector_index
     return store
 
 
