@@ -51,6 +51,7 @@ from ollagraph.tools.sql import approved_writes, database_path
 from ollagraph.tools.sql_guard import classify
 
 PLAN_TOKENS = 160  # a plan is a few short lines
+ACT_TOKENS = 400  # a tool call or DONE; bounds a small model stuck repeating inside its JSON
 ANSWER_TOKENS = 600  # bounds a small model's repetition loops, not a real answer
 ANSWER_FLOOR_SECONDS = 60.0  # the answer may still be written this long after the deadline
 RECURSION_LIMIT = 250  # supersteps; two per tool step, so it never binds before max_steps does
@@ -245,7 +246,7 @@ def build_graph(
             return {}  # no new decision: route goes to answer, which says the time ran out
         settings = within_deadline(settings, deadline)
         specs = tool_specs(settings.tools)
-        model = make_model(settings)
+        model = limit_reply(make_model(settings), ACT_TOKENS)
         strategy = (
             call_model(settings, lambda: resolve_strategy(settings, model)) if specs else None
         )
