@@ -355,6 +355,60 @@ def _add_image_commands() -> None:
 _add_image_commands()
 
 
+@main.command("eval")
+@click.option("-m", "--model", help="Ollama model name (default: the configured model).")
+@_host_option
+@click.option(
+    "--questions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Question set (YAML; default: the bundled public set).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Run only the first N questions.")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    help="Also run LangGraph's prebuilt tool-calling agent (default: yes).",
+)
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write JSON here."
+)
+@_config_option
+def eval_command(
+    model: str | None,
+    ollama_host: str | None,
+    questions: Path | None,
+    limit: int | None,
+    baseline: bool,
+    json_path: Path | None,
+    config_file: str | None,
+) -> None:
+    """Score answer quality on a question set: ollagraph's agent vs a baseline agent.
+
+    Prints a markdown table to stdout (progress on stderr); --json writes every question's result.
+    """
+    from ollagraph.agents.evaluation.questions import load_questions
+    from ollagraph.agents.evaluation.report import markdown_report, report_json
+    from ollagraph.agents.evaluation.runner import SYSTEMS, evaluate
+
+    qs = load_questions(questions)[:limit]
+    settings = _prepare(_settings(config_file, model=model, ollama_host=ollama_host))
+
+    done: list[Any] = []
+
+    def progress(o: Any) -> None:
+        mark = "✓" if o.answer_correct else "✗"
+        calls = ", ".join(c.name for c in o.calls) or "no tools"
+        click.echo(f"{mark} {o.id:10} {o.system:9} {o.seconds:6.1f} s  {calls}", err=True)
+        done.append(o)
+        if json_path:  # after every question, so a long run that is stopped keeps its results
+            doc = report_json(done, settings.model, str(questions or "bundled"))
+            json_path.write_text(json.dumps(doc, ensure_ascii=False, indent=2, default=str) + "\n")
+
+    systems = SYSTEMS if baseline else ("ollagraph",)
+    outcomes = evaluate(qs, settings, systems, on_outcome=progress)
+    click.echo(markdown_report(outcomes, settings.model))
+
+
 @main.command()
 @_config_option
 def doctor(config_file: str | None) -> None:
