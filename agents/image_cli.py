@@ -267,7 +267,7 @@ def upscale(
 ) -> None:
     """Upscale each image in PATHS (x2 or x4, by the model) and save PNGs next to --output."""
     from ollagraph.agents.workers.upscale import UpscaleRequest
-    from ollagraph.tools.images import image_dir, save_png
+    from ollagraph.tools.images import image_dir, save_upscaled
 
     settings = _task_settings("upscale", config_file, flags)
     inputs, bad = _load_inputs(paths, settings)
@@ -283,8 +283,7 @@ def upscale(
     rows: list[dict[str, Any]] = []
     for index, bigger in done:
         name, original = inputs[index]
-        scale = bigger.width // max(original.width, 1)
-        path = save_png(bigger, folder, f"{_stem(name)}_x{scale}")
+        path = save_upscaled(bigger, original, name, folder)
         rows.append({"input": name, "path": str(path), "size": [bigger.width, bigger.height]})
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False))
@@ -370,12 +369,6 @@ def _short(name: str) -> str:
     from ollagraph.agents.workers.images import label
 
     return label(name)
-
-
-def _stem(name: str) -> str:
-    from ollagraph.agents.workers.images import is_base64
-
-    return "image" if is_base64(name) else Path(name).stem
 
 
 __all__ = ["image"]

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from ollagraph.agents.errors import ToolError
-from ollagraph.tools.duck import connect
+from ollagraph.tools.duck import connect, vector_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -213,7 +213,7 @@ class FaceStore:
             values = self._check(embedding, "The query embedding")
             if self._dim is None or k < 1:
                 return []
-            vector = "[" + ",".join(repr(v) for v in values) + f"]::FLOAT[{self._dim}]"
+            vector = vector_literal(values, self._dim)
             where, params = ("WHERE model = ? ", [model]) if model is not None else ("", [])
             rows = conn.execute(
                 "SELECT id, source, x, y, w, h, "

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ollagraph.agents.errors import ToolError
-from ollagraph.agents.workers.images import ImageLimits, label, load_image
+from ollagraph.agents.workers.images import ImageLimits, is_base64, label, load_image
 from ollagraph.tools.context import current_settings
 
 if TYPE_CHECKING:
@@ -39,10 +39,11 @@ def faces_db(settings: Settings) -> Path:
     return Path(settings.faces_db).expanduser() if settings.faces_db else state_path("faces.duckdb")
 
 
-def _worker(settings: Settings, task: str) -> Any:
+def _run(settings: Settings, task: str, request: Any) -> Any:
+    """Hand one request to the shared worker for `task`; wait at most `image_timeout`."""
     from ollagraph.agents.workers.service import worker_for
 
-    return worker_for(settings, task)
+    return worker_for(settings, task).run(request, timeout=settings.image_timeout)
 
 
 def _face_model(settings: Settings) -> str:
@@ -56,10 +57,6 @@ def _open(image: str, settings: Settings) -> Image.Image:
     return load_image(image.strip(), ImageLimits(max_pixels=settings.max_image_pixels))
 
 
-def _timeout(settings: Settings) -> float:
-    return settings.image_timeout
-
-
 def save_png(image: Image.Image, folder: Path, stem: str) -> Path:
     """Save `image` as `folder/stem.png`, adding -2, -3 ... rather than overwriting."""
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._") or "image"
@@ -70,6 +67,20 @@ def save_png(image: Image.Image, folder: Path, stem: str) -> Path:
         counter += 1
     image.save(path, "PNG")
     return path
+
+
+def save_upscaled(bigger: Image.Image, original: Image.Image, source: str, folder: Path) -> Path:
+    """Save an upscaled image as `folder/<input name>_x<scale>.png` (never overwriting).
+
+    Args:
+        bigger: The upscaled image.
+        original: The input it was made from (for the scale in the name).
+        source: The input as given: a path, or base64 (then the name is `image`).
+        folder: Where to write.
+    """
+    stem = "image" if is_base64(source) else Path(source).stem
+    scale = bigger.width // max(original.width, 1)
+    return save_png(bigger, folder, f"{stem}_x{scale}")
 
 
 def caption_image(image: str, question: str = "") -> str:
@@ -85,9 +96,7 @@ def caption_image(image: str, question: str = "") -> str:
 
     settings = current_settings()
     picture = _open(image, settings)
-    text = _worker(settings, "caption").run(
-        CaptionRequest(picture, prompt=question.strip()), timeout=_timeout(settings)
-    )
+    text = _run(settings, "caption", CaptionRequest(picture, prompt=question.strip()))
     return f"{label(image)}: {text}"
 
 
@@ -114,7 +123,7 @@ def generate_image(prompt: str, width: int = 512, height: int = 512, seed: int =
         height=height,
         seed=None if seed < 0 else seed,
     )
-    result = _worker(settings, "generate").run(request, timeout=_timeout(settings))
+    result = _run(settings, "generate", request)
     return (
         f"Saved the picture to {result.path} ({result.width}x{result.height}, seed {result.seed})."
     )
@@ -133,10 +142,8 @@ def upscale_image(image: str) -> str:
     settings = current_settings()
     picture = _open(image, settings)
     started = time.perf_counter()
-    bigger = _worker(settings, "upscale").run(UpscaleRequest(picture), timeout=_timeout(settings))
-    stem = Path(image).stem if not image.startswith(("data:", "base64:")) else "image"
-    scale = bigger.width // max(picture.width, 1)
-    path = save_png(bigger, image_dir(settings), f"{stem}_x{scale}")
+    bigger = _run(settings, "upscale", UpscaleRequest(picture))
+    path = save_upscaled(bigger, picture, image, image_dir(settings))
     return (
         f"Saved the upscaled image to {path} ({picture.width}x{picture.height} -> "
         f"{bigger.width}x{bigger.height}, {time.perf_counter() - started:.1f} s)."
@@ -156,7 +163,7 @@ def embed_faces(image: str) -> str:
 
     settings = current_settings()
     picture = _open(image, settings)
-    faces = _worker(settings, "faces").run(FaceRequest(picture), timeout=_timeout(settings))
+    faces = _run(settings, "faces", FaceRequest(picture))
     if not faces:
         return f"No faces were found in {label(image)}; nothing was stored."
     with FaceStore(faces_db(settings)) as store:
@@ -188,7 +195,7 @@ def find_similar_faces(image: str, k: int = 5) -> str:
     if not path.exists():
         raise ToolError("no faces are stored yet: store some with embed_faces first.")
     picture = _open(image, settings)
-    faces = _worker(settings, "faces").run(FaceRequest(picture), timeout=_timeout(settings))
+    faces = _run(settings, "faces", FaceRequest(picture))
     if not faces:
         return f"No face was found in {label(image)}."
     with FaceStore(path) as store:
@@ -210,5 +217,6 @@ __all__ = [
     "generate_image",
     "image_dir",
     "save_png",
+    "save_upscaled",
     "upscale_image",
 ]
