@@ -237,7 +237,7 @@ class FakeOllama:
         if self._httpd is not None:
             return self
         handler = type("FakeOllamaHandler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer((self.host, self.port), handler)
+        self._httpd = _QuietServer((self.host, self.port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -299,6 +299,20 @@ def _token_estimate(messages: Any) -> int:
         if isinstance(message, Mapping):
             words += len(str(message.get("content") or "").split()) + 4
     return words
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Treats a client that hangs up mid-response (a CLI stopping a pull stream) as normal.
+
+    socketserver prints every handler exception to stderr with a traceback; printed from a
+    server thread while a test captures stderr with CliRunner, a normal disconnect would land in
+    that test's output. Any other error is still printed.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # BrokenPipe, ConnectionReset, ...
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
