@@ -1,4 +1,4 @@
-"""The `agent` command line: ask, chat, ingest, serve, models and doctor.
+"""The `agent` command line: ask, chat, ingest, serve, models, tools, eval and doctor.
 
 This module imports only click at start-up; LangChain, LangGraph, llama-index and torch are
 imported inside the commands that need them, so `agent --help` is instant. Errors become one clear
@@ -68,7 +68,9 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--host", "ollama_host", help="Ollama server URL (default: $OLLAMA_HOST)."),
         click.option(
             "--tools",
-            help="Comma-separated tools to enable (sql_query,search_documents,web_search).",
+            multiple=True,
+            help="Tools to enable: comma-separated names (sql_query,search_documents,web_search), "
+            "or a Python file of your own tools, FILE.py or FILE.py:func1,func2 (repeatable).",
         ),
         click.option("--max-steps", type=int, help="Most tool-calling steps per question."),
         click.option("--temperature", type=float, help="Sampling temperature."),
@@ -94,20 +96,57 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _settings(config_file: str | None, **flags: Any) -> Any:
     from ollagraph.agents.config import load_settings
 
-    if flags.get("tools") is not None:
-        flags["tools"] = tuple(t.strip() for t in flags["tools"].split(",") if t.strip())
+    flags.update(_split_tools(flags.pop("tools", None)))
     for key in ("db", "docs"):
         if flags.get(key):
             flags[key] = str(Path(flags[key]).expanduser().resolve())
     return load_settings(config_file, flags)
 
 
+def _split_tools(values: str | tuple[str, ...] | None) -> dict[str, Any]:
+    """`--tools` values → `tools` (names) and `user_tools` (file specs, made absolute).
+
+    A value with a dot or a slash is a file spec; others are comma-separated tool names.
+    """
+    from ollagraph.tools.user_tools import absolute_spec, looks_like_file_spec
+
+    if isinstance(values, str):
+        values = (values,)
+    names: list[str] = []
+    files: list[str] = []
+    for value in values or ():
+        if looks_like_file_spec(value):
+            files.append(absolute_spec(value, Path.cwd()))
+        else:
+            names += [t.strip() for t in value.split(",") if t.strip()]
+    return {"tools": tuple(names) or None, "user_tools": tuple(files) or None}
+
+
 def _start_server(settings: Any) -> Any:
-    """Find or start the model server; a server this command starts stops with it, SIGTERM too."""
+    """Find or start the model server; a server this command starts stops with it, SIGTERM too.
+
+    An OpenAI-compatible server (backend 'openai') is never started: None.
+    """
     from ollagraph.agents.daemon import ensure_server
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit stops our server
+    if settings.backend == "openai":
+        return None
+    signal.signal(signal.SIGTERM, _terminated)
     return ensure_server(settings)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: run the exit handlers (they stop a server we started), then leave at once.
+
+    `sys.exit` would wait for the worker threads of a model call or tool in flight (for tens of
+    seconds); what they leave behind is already safe (checkpoints and stores are transactional).
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def _prepare(settings: Any, verbose: bool = False) -> Any:
@@ -128,7 +167,8 @@ def _prepare(settings: Any, verbose: bool = False) -> Any:
 
     handle = _start_server(settings)
     if verbose:
-        click.echo(handle.describe(), err=True)
+        where = f"OpenAI-compatible server at {settings.openai_base_url}"
+        click.echo(handle.describe() if handle is not None else where, err=True)
     ensure_model_with_progress(settings)
     return settings
 
@@ -300,7 +340,7 @@ def models_pull(name: str, config_file: str | None, ollama_host: str | None) -> 
     from ollagraph.agents.pull_progress import ensure_model_with_progress
 
     settings = _server_settings(config_file, ollama_host=ollama_host, auto_pull=True)
-    entry = ensure_model_with_progress(settings, model=name)
+    entry = ensure_model_with_progress(settings, model=name, asked=True)
     click.echo(f"{entry.name} is ready.")
 
 
@@ -314,7 +354,10 @@ def models_show(name: str | None, config_file: str | None, ollama_host: str | No
 
     settings = _server_settings(config_file, ollama_host=ollama_host)
     info = model_info(settings, model=name)
-    strategy = "native tool calls" if info.supports_tools else "constrained JSON decisions"
+    from ollagraph.agents.strategy import strategy_for
+
+    native = strategy_for(info, settings) == "native"
+    strategy = "native tool calls" if native else "constrained JSON decisions"
     rows = [
         ("model", info.name),
         ("digest", info.digest),
@@ -407,6 +450,42 @@ def eval_command(
     systems = SYSTEMS if baseline else ("ollagraph",)
     outcomes = evaluate(qs, settings, systems, on_outcome=progress)
     click.echo(markdown_report(outcomes, settings.model))
+
+
+@main.command("tools")
+@click.option(
+    "--tools",
+    "specs",
+    multiple=True,
+    help="Also load this file of your own tools: FILE.py or FILE.py:func1,func2 (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object {tools, problems}.")
+@_config_option
+def tools_command(specs: tuple[str, ...], as_json: bool, config_file: str | None) -> None:
+    """List every tool: built-in, from installed packages, and from your tool files.
+
+    Each line shows the name, whether it is enabled, where it comes from and what it does. A tool
+    file that cannot be loaded is an error; an installed package whose tools cannot be loaded is
+    reported on stderr and skipped.
+    """
+    from ollagraph.tools.registry import describe
+    from ollagraph.tools.user_tools import entry_point_tools
+
+    settings = _settings(config_file, tools=specs)
+    rows = describe(settings)
+    problems = entry_point_tools()[1]
+    if as_json:
+        click.echo(json.dumps({"tools": rows, "problems": problems}, ensure_ascii=False, indent=2))
+        return
+    for problem in problems:
+        click.echo(f"Warning: {problem} Skipped.", err=True)
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        where = row["source"] if row["origin"] is None else f"{row['source']} {row['origin']}"
+        if row["source"] == "entry point":
+            where = row["origin"]
+        mark = "✓" if row["enabled"] else " "
+        click.echo(f"{mark} {row['name']:{width}}  {row['description']}  [{where}]")
 
 
 @main.command()

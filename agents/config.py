@@ -58,12 +58,40 @@ class Settings:
     ollama_host: str = _doc(
         "URL of the Ollama server. Empty: $OLLAMA_HOST, else http://127.0.0.1:11434.", default=""
     )
+    backend: str = _doc(
+        "Model server kind: 'ollama' (Ollama or the embedded engine at ollama_host) or 'openai' "
+        "(any OpenAI-compatible chat endpoint: vLLM, TGI, llama.cpp server, LM Studio; `model` "
+        "is a name its GET /models lists). An OpenAI-compatible server is used as is: never "
+        "started, stopped or pulled onto; with tool_strategy 'auto' it gets constrained JSON "
+        "(`response_format` json_schema), since the OpenAI API reports no capabilities: set "
+        "tool_strategy = 'native' for a model and server with reliable tool calls. "
+        "Env: OLLAGRAPH_BACKEND.",
+        default="ollama",
+    )
+    openai_base_url: str = _doc(
+        "Base URL of the OpenAI-compatible API when backend = 'openai', usually ending in /v1 "
+        "(e.g. http://gpu-box:8000/v1). Env: OLLAGRAPH_OPENAI_BASE_URL.",
+        default="",
+    )
+    openai_api_key: str = _doc(
+        "API key for the OpenAI-compatible server; empty: $OPENAI_API_KEY, else none (a "
+        "placeholder is sent). Env: OLLAGRAPH_OPENAI_API_KEY.",
+        default="",
+    )
     temperature: float = _doc("Sampling temperature of the model (0 = deterministic).", default=0.0)
     tools: tuple[str, ...] = _doc(
         "Tools the model may call: sql_query, search_documents, web_search, and the image tools "
         "caption_image, generate_image, upscale_image, embed_faces, find_similar_faces (offered "
         "only for questions about an image file or asking for a picture).",
         default=ALL_TOOLS,
+    )
+    user_tools: tuple[str, ...] = _doc(
+        "Python files of your own tools: `path/to/tools.py` (every public function defined in "
+        "it) or `path/to/tools.py:func1,func2`. Their tools join `tools`. In the environment, "
+        "separate specs with `;` (OLLAGRAPH_USER_TOOLS='a.py;b.py:f,g'); in a config file, "
+        "relative paths are relative to the file. Tools from installed packages (entry points "
+        "`ollagraph.tools`) need no entry here: name them in `tools`.",
+        default=(),
     )
     max_steps: int = _doc(
         "Most tool-calling steps per question; reaching it gives a partial answer.", default=8
@@ -129,6 +157,12 @@ class Settings:
         "capability, else constrained JSON), 'native', or 'constrained'.",
         default="auto",
     )
+    native_min_params: float = _doc(
+        "Smallest model, in billions of parameters, that tool_strategy 'auto' lets call tools "
+        "natively; smaller models use constrained JSON even when they report `tools` (tiny "
+        "models call tools far more reliably under a schema). 0: native whenever reported.",
+        default=3.0,
+    )
     constrained_retries: int = _doc(
         "Extra attempts when a constrained tool choice fails validation.", default=2
     )
@@ -141,6 +175,11 @@ class Settings:
         "Largest context window (tokens) to ask for; the toolkit sizes num_ctx to fit the "
         "prompt, tool schemas and history up to this.",
         default=8192,
+    )
+    checkpoint_db: str = _doc(
+        "Where chat threads are kept: empty = SQLite under the state directory; a "
+        "postgresql://user:password@host:5432/db URL = PostgreSQL.",
+        default="",
     )
     manage_server: bool = _doc(
         "Start a model server when none answers at the host (`ollama serve` if an ollama "
@@ -239,11 +278,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         self.tools = tuple(self.tools)
+        self.user_tools = tuple(self.user_tools)
         unknown = [name for name in self.tools if name not in ALL_TOOLS]
         if unknown:
-            raise ConfigError(
-                f"Unknown tool(s) {', '.join(unknown)}; choose from {', '.join(ALL_TOOLS)}."
-            )
+            _check_user_tool_names(unknown, self.user_tools)
         for name in (
             "max_steps",
             "max_rows",
@@ -259,6 +297,17 @@ class Settings:
             raise ConfigError(f"`max_steps` must be at most 100, got {self.max_steps}.")
         if not 0 <= self.chunk_overlap < self.chunk_size:
             raise ConfigError("`chunk_overlap` must be at least 0 and smaller than `chunk_size`.")
+        if self.backend not in ("ollama", "openai"):
+            raise ConfigError(f"`backend` must be ollama or openai, got {self.backend!r}.")
+        self.openai_base_url = self.openai_base_url.strip().rstrip("/")
+        if self.backend == "openai" and not self.openai_base_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                "backend = 'openai' needs `openai_base_url`, an http(s) URL such as "
+                f"http://gpu-box:8000/v1; got {self.openai_base_url!r}.",
+                hint="Set openai_base_url in the config file or OLLAGRAPH_OPENAI_BASE_URL.",
+            )
         if self.tool_strategy not in ("auto", "native", "constrained"):
             raise ConfigError(
                 f"`tool_strategy` must be auto, native or constrained, got {self.tool_strategy!r}."
@@ -291,6 +340,21 @@ class Settings:
     def host(self) -> str:
         """The Ollama server URL this run talks to, with scheme and port."""
         return normalize_host(self.ollama_host or os.environ.get("OLLAMA_HOST", ""))
+
+
+def _check_user_tool_names(names: list[str], specs: tuple[str, ...]) -> None:
+    """Refuse tool names that are neither built-in nor user tools (files, entry points)."""
+    from ollagraph.tools.user_tools import describe_problems, entry_point_tools, user_tools
+
+    known = user_tools(specs)  # loads the files (cached) and scans entry points once
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        problems = entry_point_tools()[1]
+        raise ConfigError(
+            f"Unknown tool(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(ALL_TOOLS + tuple(known))}.",
+            hint=("Skipped installed tools:\n" + describe_problems(problems)) if problems else None,
+        )
 
 
 def normalize_host(value: str) -> str:
@@ -360,7 +424,8 @@ def _convert(name: str, raw: Any, kind: Any, where: str) -> Any:
     try:
         if typing.get_origin(kind) is tuple:
             if isinstance(raw, str):
-                return tuple(part.strip() for part in raw.split(",") if part.strip())
+                sep = ";" if name == "user_tools" else ","  # a tools file spec has commas
+                return tuple(part.strip() for part in raw.split(sep) if part.strip())
             if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
                 return tuple(raw)
             raise ValueError("expected a list of names")
@@ -475,6 +540,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         at = _key_line(text, key)
         where = f"{path} (line {at})" if at else str(path)
         values[key] = _convert(key, value, kinds[key], where)
+    if values.get("user_tools"):
+        from ollagraph.tools.user_tools import absolute_spec
+
+        base = path.parent.resolve()
+        values["user_tools"] = tuple(absolute_spec(spec, base) for spec in values["user_tools"])
     return values
 
 
@@ -518,6 +588,8 @@ def load_settings(
 ) -> Settings:
     """Build the settings for a run: defaults < config file < environment < overrides.
 
+    The tools of `user_tools` files are loaded (checked) and added to `tools`.
+
     Args:
         config_file: A config file named on the command line (else $OLLAGRAPH_CONFIG or the
             default file in the state directory, if present).
@@ -525,7 +597,8 @@ def load_settings(
         env: The environment to read; defaults to `os.environ`.
 
     Raises:
-        ConfigError: Any layer has an invalid or unknown value.
+        ConfigError: Any layer has an invalid or unknown value (a `ToolLoadError` when a
+            tools file cannot be loaded or one of its functions cannot be described).
     """
     values: dict[str, Any] = {}
     path = config_file_path(config_file)
@@ -533,7 +606,13 @@ def load_settings(
         values.update(read_config_file(path))
     values.update(read_env(env))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return Settings(**values)
+    settings = Settings(**values)
+    if settings.user_tools:  # the tools of the files join the enabled ones
+        from ollagraph.tools.user_tools import file_tool_names
+
+        joined = [n for n in file_tool_names(settings.user_tools) if n not in settings.tools]
+        settings = replace(settings, tools=settings.tools + tuple(joined))
+    return settings
 
 
 __all__ = [

@@ -78,3 +78,14 @@ class ToolTimeoutError(ToolError):
 
 class RunTimeoutError(OllagraphError):
     """One question ran past its total time limit (`run_timeout`)."""
+
+
+class ToolLoadError(ConfigError):
+    """A user tool (a file or an installed package's entry point) cannot be loaded or described.
+
+    The message names the function, where it came from, and the fix.
+    """
+
+
+class QuestionSetError(ConfigError):
+    """An `agent eval` question set cannot be read or has an invalid entry."""

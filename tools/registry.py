@@ -1,15 +1,20 @@
 """The one explicit registry of tools the model can call.
 
-`TOOLS` maps each tool's name to a plain typed function; its signature and Google-style docstring
-are the schema and description the model sees. `tool_specs` turns the enabled ones into LangChain
-tool objects for `bind_tools` (LangChain is imported only then, never at import time).
+`TOOLS` maps each built-in tool's name to a plain typed function; its signature and Google-style
+docstring are the schema and description the model sees. `tool_specs` turns the enabled ones into
+LangChain tool objects for `bind_tools` (LangChain is imported only then, never at import time).
+
+User tools (`ollagraph.tools.user_tools`: files in `settings.user_tools` and installed packages'
+`ollagraph.tools` entry points) join per run: `available_tools(settings)` is the run's view,
+`lookup`, `tool_specs`, `source` and `summary` take the run's settings too. Entry points are
+scanned on first use, files are reloaded only when they change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ollagraph.tools.documents import search_documents
 from ollagraph.tools.images import (
@@ -24,6 +29,9 @@ from ollagraph.tools.web import web_search
 
 if TYPE_CHECKING:
     from langchain_core.tools import StructuredTool
+
+    from ollagraph.agents.config import Settings
+    from ollagraph.tools.user_tools import UserTool
 
 TOOLS: dict[str, Callable[..., str]] = {
     "sql_query": sql_query,
@@ -44,16 +52,116 @@ def _spec(name: str) -> StructuredTool:
     return StructuredTool.from_function(TOOLS[name], name=name, parse_docstring=True)
 
 
-def tool_specs(names: Sequence[str]) -> list[StructuredTool]:
+def _user_tool(name: str, settings: Settings | None) -> UserTool | None:
+    from ollagraph.tools.user_tools import find
+
+    return find(name, settings.user_tools if settings is not None else None)
+
+
+def available_tools(settings: Settings | None = None) -> dict[str, Callable[..., str]]:
+    """Every tool a run can call: built-ins, entry-point tools and the run's tool files.
+
+    Args:
+        settings: The run's settings (their `user_tools` files); None: built-ins and
+            entry-point tools only.
+
+    Raises:
+        ToolLoadError: A file in `settings.user_tools` cannot be loaded.
+    """
+    from ollagraph.tools.user_tools import user_tools
+
+    found: dict[str, Callable[..., str]] = dict(TOOLS)
+    specs = settings.user_tools if settings is not None else ()
+    found.update({name: tool.function for name, tool in user_tools(specs).items()})
+    return found
+
+
+def lookup(name: str, settings: Settings | None = None) -> Callable[..., str] | None:
+    """The function behind tool `name` (None: no such tool).
+
+    Args:
+        name: A tool name.
+        settings: The run's settings; None: built-ins, entry points and files loaded so far.
+    """
+    if name in TOOLS:
+        return TOOLS[name]
+    tool = _user_tool(name, settings)
+    return tool.function if tool is not None else None
+
+
+def tool_specs(names: Sequence[str], settings: Settings | None = None) -> list[StructuredTool]:
     """Return LangChain tool objects (schema + description) for the named tools.
 
     Args:
-        names: Tool names from `TOOLS`, in the order the model should see them.
+        names: Tool names, in the order the model should see them; unknown names are skipped.
+        settings: The run's settings, to find its user tools; None: built-ins, entry-point
+            tools and tool files loaded so far in this process.
     """
-    return [_spec(name) for name in names if name in TOOLS]
+    specs: list[StructuredTool] = []
+    for name in names:
+        if name in TOOLS:
+            specs.append(_spec(name))
+        elif (tool := _user_tool(name, settings)) is not None:
+            specs.append(tool.spec)
+    return specs
 
 
-def summary(name: str) -> str:
-    """Return the first line of a tool's description."""
+def source(name: str, settings: Settings | None = None) -> str:
+    """Where tool `name` comes from: `built-in`, `file PATH` or `package NAME VERSION (...)`.
+
+    Args:
+        name: A tool name.
+        settings: The run's settings (see `lookup`).
+    """
+    if name in TOOLS:
+        return "built-in"
+    tool = _user_tool(name, settings)
+    return tool.source if tool is not None else "unknown"
+
+
+def summary(name: str, settings: Settings | None = None) -> str:
+    """Return the first line of a tool's description.
+
+    Args:
+        name: A tool name.
+        settings: The run's settings (see `lookup`).
+    """
+    if name not in TOOLS:
+        tool = _user_tool(name, settings)
+        return tool.summary if tool is not None else name
     doc = TOOLS[name].__doc__ or ""
     return doc.strip().splitlines()[0] if doc.strip() else name
+
+
+def describe(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """One entry per available tool, for `agent tools`: name, source, origin, description.
+
+    Args:
+        settings: The run's settings; `enabled` says whether a tool is in `settings.tools`.
+    """
+    from ollagraph.tools.user_tools import user_tools
+
+    rows: list[dict[str, Any]] = []
+    enabled = set(settings.tools) if settings is not None else set(TOOLS)
+    for name in TOOLS:
+        rows.append(
+            {
+                "name": name,
+                "source": "built-in",
+                "origin": None,
+                "description": summary(name),
+                "enabled": name in enabled,
+            }
+        )
+    specs = settings.user_tools if settings is not None else ()
+    for name, tool in user_tools(specs).items():
+        rows.append(
+            {
+                "name": name,
+                "source": tool.kind,
+                "origin": tool.origin,
+                "description": tool.summary,
+                "enabled": name in enabled,
+            }
+        )
+    return rows
