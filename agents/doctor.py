@@ -46,15 +46,18 @@ def _state() -> Check:
 
 
 def _server(settings: Settings) -> Check:
-    from ollagraph.agents.daemon import probe, server_command
+    from ollagraph.agents.daemon import is_local, probe, server_command
     from ollagraph.agents.errors import ModelError
 
+    if settings.backend == "openai":
+        return _openai_server(settings)
     try:
         version = probe(settings.host, timeout=2.0)
     except ModelError as exc:
         return Check("model server", False, exc.message, exc.hint or "")
     if version:
-        return Check("model server", True, f"Ollama {version} at {settings.host}")
+        remote = "" if is_local(settings.host) else " (remote: used as is, never pulled onto)"
+        return Check("model server", True, f"Ollama {version} at {settings.host}{remote}")
     if not settings.manage_server:
         return Check(
             "model server",
@@ -68,19 +71,38 @@ def _server(settings: Settings) -> Check:
     )
 
 
+def _openai_server(settings: Settings) -> Check:
+    """The OpenAI-compatible server answers `GET /models` (it is never started)."""
+    from ollagraph.agents.errors import ModelError
+    from ollagraph.agents.openai_backend import served_models
+
+    try:
+        count = len(served_models(settings))
+    except ModelError as exc:
+        return Check("model server", False, exc.message, exc.hint or "")
+    return Check(
+        "model server",
+        True,
+        f"OpenAI-compatible server at {settings.openai_base_url} ({count} model(s))",
+    )
+
+
 def _model(settings: Settings) -> Check:
     from ollagraph.agents.daemon import probe
     from ollagraph.agents.errors import ModelError
     from ollagraph.agents.readiness import model_info
 
     try:
-        if not probe(settings.host, timeout=2.0):
+        if settings.backend != "openai" and not probe(settings.host, timeout=2.0):
             return Check("model", True, f"{settings.model} (checked when the server starts)")
         info = model_info(settings)
     except ModelError as exc:
         return Check("model", False, exc.message, exc.hint or "")
     caps = ", ".join(sorted(info.capabilities)) or "none reported"
-    strategy = "native tool calls" if "tools" in info.capabilities else "constrained JSON"
+    from ollagraph.agents.strategy import strategy_for
+
+    native = strategy_for(info, settings) == "native"
+    strategy = "native tool calls" if native else "constrained JSON"
     ctx = f", context {info.context_length}" if info.context_length else ""
     return Check("model", True, f"{info.name}: {caps}{ctx}; tools via {strategy}")
 

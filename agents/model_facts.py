@@ -64,6 +64,11 @@ class ModelInfo:
         """Whether the model takes native `tools`."""
         return "tools" in self.capabilities
 
+    @property
+    def parameters(self) -> float | None:
+        """The parameter count from `parameter_size` (`135M` → 1.35e8), or None if unknown."""
+        return parameter_count(self.parameter_size)
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the disk cache's format)."""
         data = asdict(self)
@@ -84,6 +89,25 @@ class ModelInfo:
             quantization=str(data.get("quantization") or ""),
             inferred=bool(data.get("inferred", False)),
         )
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)\s*$", re.I)
+_SCALE = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
+
+
+def parameter_count(size: str) -> float | None:
+    """Read a parameter size as Ollama reports it (`135M`, `3.1B`, `8x7B` is not understood).
+
+    Args:
+        size: The `details.parameter_size` text.
+
+    Returns:
+        The number of parameters, or None when the text is empty or not a plain size.
+    """
+    match = _SIZE.match(size or "")
+    if not match:
+        return None
+    return float(match.group(1)) * _SCALE[match.group(2).upper()]
 
 
 def parse_show(name: str, digest: str, show: Mapping[str, Any]) -> ModelInfo:

@@ -6,7 +6,13 @@
   exactly `{"tool": NAME, "arguments": {...that tool's arguments...}}` for each enabled tool, or
   `{"final_answer": "..."}`. The server enforces the schema while decoding (grammar-constrained),
   so even a 135M model writes a well-formed call. The reply is validated with pydantic; a
-  validation error is fed back and the model tries again (bounded).
+  validation error is fed back and the model tries again (bounded). On an OpenAI-compatible
+  server the same schema goes as `response_format` (`openai_backend.invoke_json`); a server that
+  ignores it still gets its reply validated and retried.
+
+'auto' on an OpenAI-compatible server (`backend = "openai"`) is constrained: the OpenAI API
+reports no capabilities, and guided decoding works with any model; set `tool_strategy = "native"`
+for a model and server with reliable tool calls (e.g. vLLM with `--enable-auto-tool-choice`).
 
 A model that reports `tools` but writes its call as JSON text in `content` is repaired: the JSON is
 parsed into a real tool call when it names an enabled tool, and otherwise one constrained request
@@ -27,6 +33,8 @@ if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
     from langchain_core.tools import BaseTool
 
+    from ollagraph.agents.model_facts import ModelInfo
+
 Strategy = Literal["native", "constrained"]
 
 CONSTRAINED_INSTRUCTIONS = """Reply with one JSON object and nothing else:
@@ -41,8 +49,12 @@ _JSON_OBJECT = re.compile(r"\{.*\}", re.S)
 def resolve_strategy(settings: Settings, model: BaseChatModel) -> Strategy:
     """Pick the strategy: the configured one, or from the model's reported capabilities.
 
-    Models that are not served by Ollama (scripted test models, other chat models) use native
-    tool calling unless the settings force `constrained`.
+    'auto' uses native tool calling when the server reports the `tools` capability and the model
+    has at least `native_min_params` billion parameters (or an unknown size); anything smaller is
+    constrained, since a 135M model that "supports tools" still writes far better calls under a
+    schema. On an OpenAI-compatible server (`ChatOpenAI`) 'auto' is constrained. Other models
+    (scripted test models, other chat models) use native tool calling unless the settings force
+    `constrained`.
 
     Args:
         settings: `tool_strategy` is 'auto', 'native' or 'constrained'.
@@ -52,11 +64,31 @@ def resolve_strategy(settings: Settings, model: BaseChatModel) -> Strategy:
         return settings.tool_strategy  # type: ignore[return-value]
     from langchain_ollama import ChatOllama
 
+    from ollagraph.agents.models import is_chat_openai
+
+    if is_chat_openai(model):
+        return "constrained"  # no capabilities reported; see the module docstring
     if not isinstance(model, ChatOllama):
         return "native"
     from ollagraph.agents.readiness import model_info
 
-    return "native" if "tools" in model_info(settings).capabilities else "constrained"
+    return strategy_for(model_info(settings), settings)
+
+
+def strategy_for(info: ModelInfo, settings: Settings) -> Strategy:
+    """The strategy 'auto' gives a model with these facts (see `resolve_strategy`).
+
+    Args:
+        info: What the server reports about the model.
+        settings: `tool_strategy` (a fixed choice wins) and `native_min_params`.
+    """
+    if settings.tool_strategy in ("native", "constrained"):
+        return settings.tool_strategy  # type: ignore[return-value]
+    if not info.supports_tools:
+        return "constrained"
+    params = info.parameters
+    too_small = params is not None and params < settings.native_min_params * 1e9
+    return "constrained" if too_small else "native"
 
 
 def _clean_schema(schema: Any) -> Any:
@@ -226,7 +258,7 @@ def constrained_decision(
         prompt.insert(0, SystemMessage(guide))
     error = ""
     for _attempt in range(retries + 1):
-        reply = model.invoke(prompt, format=schema)
+        reply = _invoke_constrained(model, prompt, schema)
         text = reply.text.strip()
         try:
             return parse_decision(text, specs)
@@ -240,6 +272,19 @@ def constrained_decision(
                 ),
             ]
     return AIMessage(content=f"DONE (no valid tool call: {error})")
+
+
+def _invoke_constrained(
+    model: BaseChatModel, prompt: Sequence[BaseMessage], schema: dict[str, Any]
+) -> BaseMessage:
+    """One request whose reply must follow `schema`: Ollama's `format`, or `response_format`."""
+    from ollagraph.agents.models import is_chat_openai
+
+    if is_chat_openai(model):
+        from ollagraph.agents.openai_backend import invoke_json
+
+        return invoke_json(model, prompt, schema)
+    return model.invoke(list(prompt), format=schema)
 
 
 def repair_text_call(reply: AIMessage, specs: Sequence[BaseTool]) -> AIMessage | None:

@@ -302,6 +302,31 @@ def _fetch(
         cursor.close()
 
 
+def fetch_rows(
+    query: str, settings: Settings
+) -> tuple[list[str], list[tuple[Any, ...]], int, bool]:
+    """Check and run one read-only query on the cached connection; return its capped rows.
+
+    Args:
+        query: One SQL statement (it must pass the read-only guard).
+        settings: Which database, the row cap (`max_rows`) and the time limit.
+
+    Returns:
+        The column names, the first `max_rows` rows, how many more rows there were (counted up
+        to a cap), and whether that count was capped.
+
+    Raises:
+        ToolError: The statement is refused, DuckDB reports an error, or it ran too long.
+    """
+    check_statement(query)
+    db = _database(settings)
+    _acquire(db.lock, settings)
+    try:
+        return _fetch(db.conn, query, settings)
+    finally:
+        db.lock.release()
+
+
 def run_query(query: str, settings: Settings) -> str:
     """Check and run one query under `settings`; return the formatted result.
 
@@ -322,14 +347,7 @@ def run_query(query: str, settings: Settings) -> str:
             return run_write(query, settings)
         if not verdict.allowed:
             raise ToolError(verdict.reason)
-    check_statement(query)
-    db = _database(settings)
-    _acquire(db.lock, settings)
-    try:
-        columns, rows, more, capped = _fetch(db.conn, query, settings)
-    finally:
-        db.lock.release()
-    return format_table(columns, rows, more, capped)
+    return format_table(*fetch_rows(query, settings))
 
 
 def run_write(query: str, settings: Settings) -> str:

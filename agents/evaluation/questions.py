@@ -12,17 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ollagraph.agents.errors import ConfigError
+from ollagraph.agents.errors import QuestionSetError
 
 CATEGORIES = ("sql", "documents", "both", "no_tool", "refuse")
 KNOWN_KEYS = {"id", "category", "question", "tools", "allowed", "sql", "ordered", "facts", "refuse"}
 
 Fact = tuple[str, ...]
 """One expected fact: its alternatives (any one of them in the answer is enough)."""
-
-
-class QuestionSetError(ConfigError):
-    """A question set cannot be read or has an invalid entry."""
 
 
 @dataclass(frozen=True)

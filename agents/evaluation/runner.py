@@ -126,17 +126,11 @@ def query_rows(
     Raises:
         ToolError: The statement is refused or DuckDB reports an error.
     """
-    from ollagraph.tools import sql
+    from ollagraph.tools.sql import fetch_rows
 
     if max_rows is not None:
         settings = replace(settings, max_rows=max_rows)
-    sql.check_statement(query)
-    db = sql._database(settings)
-    sql._acquire(db.lock, settings)
-    try:
-        columns, rows, more, _capped = sql._fetch(db.conn, query, settings)
-    finally:
-        db.lock.release()
+    columns, rows, more, _capped = fetch_rows(query, settings)
     return list(rows) + [(None,) * len(columns)] * more  # rows past the cap only count
 
 

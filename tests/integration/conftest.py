@@ -26,6 +26,9 @@ from tests.fake_ollama import FakeOllama
 def fake_ollama(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
     with FakeOllama() as server:
         monkeypatch.setenv("OLLAMA_HOST", server.url)
+        # The scripts reply with native tool calls, but the fake reports a 135M model, which
+        # tool_strategy 'auto' would put under constrained decoding; tests of that rule unset this.
+        monkeypatch.setenv("OLLAGRAPH_NATIVE_MIN_PARAMS", "0")
         yield server
 
 

@@ -358,3 +358,43 @@ def test_request_bodies_are_exact(httpserver: HTTPServer) -> None:
     httpserver.check_assertions()
     assert info.context_length == 8192 and info.capabilities == frozenset({"completion"})
     assert len(httpserver.log) == 6
+
+
+# -- tool strategy from the model's facts -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "floor", "expected"),
+    [
+        ("135M", None, "constrained"),  # reports tools, but a 135M model is kept on the schema
+        ("1.5B", None, "constrained"),
+        ("8B", None, "native"),
+        ("", None, "native"),  # size unknown: trust the reported capability
+        ("135M", 0.0, "native"),  # the floor turned off
+        ("1.5B", 1.0, "native"),
+    ],
+)
+def test_auto_strategy_keeps_small_models_on_constrained_decoding(
+    fake_ollama: FakeOllama,
+    monkeypatch: pytest.MonkeyPatch,
+    size: str,
+    floor: float | None,
+    expected: str,
+) -> None:
+    from ollagraph.agents.models import chat_model
+    from ollagraph.agents.strategy import resolve_strategy
+
+    monkeypatch.delenv("OLLAGRAPH_NATIVE_MIN_PARAMS")
+    details = {"family": "llama", "parameter_size": size, "quantization_level": "Q8_0"}
+    fake_ollama.show_overrides["smollm2:135m"] = {"details": details}
+    settings = Settings() if floor is None else Settings(native_min_params=floor)
+    assert resolve_strategy(settings, chat_model(settings)) == expected
+
+
+def test_auto_strategy_is_constrained_without_the_tools_capability(fake_ollama: FakeOllama) -> None:
+    from ollagraph.agents.models import chat_model
+    from ollagraph.agents.strategy import resolve_strategy
+
+    fake_ollama.show_overrides["smollm2:135m"] = {"capabilities": ["completion"]}
+    settings = Settings(native_min_params=0.0)
+    assert resolve_strategy(settings, chat_model(settings)) == "constrained"

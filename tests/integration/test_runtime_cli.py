@@ -123,6 +123,47 @@ def test_ask_on_the_bundled_model_calls_sql_with_valid_arguments(tmp_path: Path)
         pass
 
 
+def test_sigterm_mid_eval_stops_the_command_and_the_engine_it_started(tmp_path: Path) -> None:
+    import time
+    import urllib.request
+
+    port = _free_port()
+    env = {
+        **os.environ,
+        "OLLAMA_HOST": f"http://127.0.0.1:{port}",
+        "OLLAGRAPH_MANAGE_SERVER": "true",
+        "OLLAGRAPH_HOME": str(tmp_path / "home"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ollagraph.agents.cli", "eval", "--limit", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the model is loaded in the engine the command started: mid-run
+            try:
+                url = f"http://127.0.0.1:{port}/api/ps"
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if json.loads(reply.read())["models"]:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the model was never loaded"
+            time.sleep(0.1)
+        proc.terminate()
+        # Before, SIGTERM waited for the model call in flight (27 s in one run); a hang would
+        # show here as a timeout.
+        assert proc.wait(timeout=20) == 143
+    finally:
+        proc.kill()
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
 def test_agent_serve_runs_the_engine_in_the_foreground(tmp_path: Path) -> None:
     import time
     import urllib.request

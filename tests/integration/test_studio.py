@@ -15,6 +15,7 @@ from the installed package) and never touches a developer's Studio threads.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -161,8 +162,10 @@ def test_studio_runs_the_agent_graph(fake_ollama: FakeOllama, tmp_path: Path) ->
     count = _sample_duck_count()  # before the server opens the file
     answer = f"There are {count} ducks in the ducks table."
     fake_ollama.enqueue_text("1. Count the rows of the ducks table with sql_query.\n2. Answer.")
-    fake_ollama.enqueue_tool_call("sql_query", {"query": QUERY})
-    fake_ollama.enqueue_text("I have the count, so I can answer now.")
+    # Studio runs with the context's defaults, so the 135M model the fake reports is put under
+    # constrained decoding: the tool call and the decision to answer are JSON decisions.
+    fake_ollama.enqueue_text(json.dumps({"tool": "sql_query", "arguments": {"query": QUERY}}))
+    fake_ollama.enqueue_text(json.dumps({"final_answer": answer}))
     fake_ollama.enqueue_text(answer)
 
     with langgraph_dev(tmp_path / "studio") as (url, log):
@@ -189,14 +192,14 @@ def test_studio_runs_the_agent_graph(fake_ollama: FakeOllama, tmp_path: Path) ->
     assert tool_message["name"] == "sql_query"
     assert str(count) in tool_message["content"], tool_message
 
-    # What crossed the HTTP boundary: four model calls, tools offered to the acting call, and the
-    # real query result sent back to the model.
+    # What crossed the HTTP boundary: four model calls, the acting call constrained by a schema
+    # that offers sql_query (and no native tools), and the real query result sent back.
     assert fake_ollama.remaining == 0
     plan, act, decide, final = fake_ollama.chat_requests
     assert all(body["model"] == "smollm2:135m" for body in (plan, act, decide, final))
-    assert "sql_query" in {tool["function"]["name"] for tool in act["tools"]}
-    sent_results = [m["content"] for m in decide["messages"] if m["role"] == "tool"]
-    assert sent_results and str(count) in sent_results[-1]
+    assert not act.get("tools") and "sql_query" in json.dumps(act["format"])
+    sent = [m["content"] for m in decide["messages"] if m["role"] in ("tool", "user")]
+    assert str(count) in sent[-1]
 
 
 def test_studio_gets_the_graph_input_and_output_schemas(tmp_path: Path) -> None:
