@@ -102,7 +102,7 @@ def open_store(
     if not exists:
         file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = duck.connect(file, read_only=read_only, extensions=EXTENSIONS)
+        conn = _attach(file, read_only=read_only)
     except DatabaseError as exc:
         if not exists:
             _remove_database(file)
@@ -126,6 +126,36 @@ def open_store(
     store._owns_connection = True
     store._index_enabled = vector_index
     return store
+
+
+def _attach(file: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the store; first replay a write-ahead log left by a killed writer, `vss` loaded.
+
+    DuckDB replays a database's log as it opens the file, before any extension can be loaded
+    on the new connection. A log holding changes to an HNSW-indexed table then fails ("unknown
+    index type HNSW"), and a log that creates an HNSW index (a writer killed between building
+    the index and checkpointing it) never replays read-only: vss writes the index's blocks as
+    it replays. So when a log is there, the file is first attached read-write to an in-memory
+    connection that has loaded the extensions and checkpointed, which folds the log into the
+    file; then it is opened as asked. A store in use by a writer refuses that attach (its
+    lock), and the open below reports it.
+    """
+    if file.with_name(file.name + ".wal").exists():
+        _replay_log(file)
+    return duck.connect(file, read_only=read_only, extensions=EXTENSIONS)
+
+
+def _replay_log(file: Path) -> None:
+    """Fold the write-ahead log of `file` into it with the store's extensions loaded."""
+    conn = duck.connect(None, read_only=False, extensions=EXTENSIONS)
+    literal = str(file).replace("'", "''")
+    try:
+        conn.execute(f"ATTACH '{literal}' AS wal_replay")
+        conn.execute("CHECKPOINT wal_replay")
+    except duckdb.Error:
+        pass  # locked, corrupt, ...: opening the file says what is wrong
+    finally:
+        conn.close()
 
 
 def _remove_database(file: Path) -> None:

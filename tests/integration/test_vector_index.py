@@ -196,6 +196,46 @@ def test_a_writer_killed_after_writing_leaves_an_openable_consistent_store(
         store.close()
 
 
+def test_a_writer_killed_before_checkpointing_the_index_leaves_a_searchable_store(
+    built: Path, tmp_path: Path, vectors: np.ndarray
+) -> None:
+    """Killed between CREATE INDEX and its checkpoint: the log holds the index.
+
+    vss cannot replay that log read-only (it writes the index's blocks), and without vss loaded
+    first no replay of an indexed table works; the next read-only open still succeeds.
+    """
+    path = shutil.copy(built, tmp_path / "killed.duckdb")
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.integration.test_vector_index import clustered, nodes_for
+        from ollagraph.tools.store_open import open_store
+        store = open_store({str(path)!r}, create=False, vector_index=True)
+        store.replace_file("/docs/late.md", "3" * 64, nodes_for(clustered(5, 12), start={SIZE}))
+        cursor = store.client
+        cursor.execute("SET checkpoint_threshold = '10GB'")  # nothing reaches the file
+        cursor.execute("SET hnsw_enable_experimental_persistence = true")
+        cursor.execute(
+            "CREATE INDEX documents_hnsw ON documents USING HNSW (embedding) "
+            "WITH (metric = 'cosine')"
+        )
+        os._exit(0)  # killed before the checkpoint
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert path.with_name(path.name + ".wal").exists()
+    store = open_store(path, create=False, read_only=True)
+    try:
+        assert store.count() == SIZE + 5 and store.has_index()
+        assert "HNSW_INDEX_SCAN" in plan(store, vectors[0])
+        assert ask(store, clustered(5, 12)[2], k=1) == [f"n{SIZE + 2}"]
+    finally:
+        store.close()
+    assert not path.with_name(path.name + ".wal").exists()
+
+
 def test_a_writer_ending_in_an_exception_does_not_build_the_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
