@@ -153,6 +153,7 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
     import ollama
     from langchain_ollama import ChatOllama
 
+    from ollagraph.agents.engine.gguf import gguf_info
     from ollagraph.agents.engine.llama_backend import (
         _model_params,
         default_threads,
@@ -198,7 +199,8 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
         return median([r[index] for r in runs])
 
     pieces = f"{med(ours['plain'], 2):.0f} vs {med(peer_runs, 2):.0f} pieces streamed"
-    setup = f"SmolLM2-135M Q8 GGUF, {threads} threads, {tokens} tokens, median of {repeats}"
+    quant = gguf_info(gguf).quantization
+    setup = f"SmolLM2-135M {quant} GGUF, {threads} threads, {tokens} tokens, median of {repeats}"
     return [
         row(
             "engine",

@@ -22,6 +22,7 @@ Faithful to Ollama (`server/routes.go`):
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ from ollagraph.agents.engine.store import PresentModel, Store
 from ollagraph.agents.engine.toolcalls import ToolCallStream
 
 ENGINE_VERSION = f"{__version__}-ollagraph"
+
+logger = logging.getLogger("ollagraph.engine")
 
 
 @dataclass(frozen=True)
@@ -330,6 +333,9 @@ class OllamaAPI:
                 }
                 return
             prompt = llama.fit_prompt(messages, tools, num_ctx=options.num_ctx)
+            if logger.isEnabledFor(logging.DEBUG):  # as Ollama logs it with OLLAMA_DEBUG=1
+                shown = llama.last_prompt
+                logger.debug('chat request model=%s tools=%d prompt="%s"', name, len(tools), shown)
             splitter = ToolCallStream(_tool_names(tools)) if tools else None
             for event in llama.generate(prompt, options, grammar):
                 if isinstance(event, Finished):

@@ -126,6 +126,7 @@ class HFRunner:
         self._compiler: Any = None
         self._grammars: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.last_prompt = ""
 
     @property
     def loaded(self) -> bool:
@@ -238,7 +239,8 @@ class HFRunner:
             )
         except Exception as exc:  # jinja raises TemplateError / ValueError from the template
             raise APIError(500, f"template error: {exc}") from None
-        return str(text)
+        self.last_prompt = str(text)
+        return self.last_prompt
 
     def tokenize(self, prompt: str) -> list[int]:
         """Tokenize a rendered prompt (special tokens parsed; BOS added only when missing)."""

@@ -30,6 +30,7 @@ from typing import Any
 from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
 from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
+from ollagraph.agents.engine.templates import chat_template_for
 
 _LOAD_LOCK = threading.Lock()
 
@@ -233,6 +234,8 @@ class LlamaRunner:
         n_threads: CPU threads used.
         load_seconds: How long the last load took.
         info: The GGUF header (architecture, template, tokens).
+        last_prompt: The text of the last prompt rendered (what the model was shown), for
+            debugging and tests.
     """
 
     def __init__(self, path: Path, *, n_ctx: int, n_threads: int = 0) -> None:
@@ -245,6 +248,7 @@ class LlamaRunner:
         self._llm: Any = None
         self._formatter: Any = None
         self._stop_ids: set[int] = set()
+        self.last_prompt = ""
 
     @property
     def loaded(self) -> bool:
@@ -292,7 +296,7 @@ class LlamaRunner:
                 return ""
             return bytes(llm.detokenize([token], special=True)).decode("utf-8", "replace")
 
-        template = self.info.chat_template or PLAIN_TEMPLATE
+        template = chat_template_for(self.info) or PLAIN_TEMPLATE
         self._formatter = Jinja2ChatFormatter(
             template=template, eos_token=token_text(eos), bos_token=token_text(bos)
         )
@@ -332,7 +336,8 @@ class LlamaRunner:
             )
         except Exception as exc:  # jinja raises TemplateError / ValueError from the template
             raise APIError(500, f"template error: {exc}") from None
-        return str(result.prompt)
+        self.last_prompt = str(result.prompt)
+        return self.last_prompt
 
     def tokenize(self, prompt: str) -> list[int]:
         """Tokenize a rendered prompt (special tokens parsed; BOS added only when needed)."""

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ollagraph.agents.engine.gguf import GGUFError, gguf_info, human_number, is_gguf
+from ollagraph.agents.engine.templates import chat_template_for
 
 KIND_GGUF = "gguf"
 KIND_MINILM = "minilm"
@@ -127,7 +128,8 @@ class ModelFacts:
         capabilities: `completion`, `tools`, `embedding`.
         context_length: Longest input in tokens.
         model_info: Ollama's `model_info` mapping (GGUF metadata, large arrays emptied).
-        template: The chat template (Jinja, from the GGUF), or an empty string.
+        template: The chat template (Jinja: the GGUF's own, or the engine's tools-capable one
+            for SmolLM2; see `templates`), or an empty string.
         stop: Stop texts, shown as `PARAMETER stop` lines.
         license: The model's license text or name.
     """
@@ -352,7 +354,7 @@ def model_facts(spec: ModelSpec) -> ModelFacts:
 
         return hf_facts(spec.source)
     info = gguf_info(spec.source)
-    template = info.chat_template
+    template = chat_template_for(info)
     capabilities = ["completion"]
     if "tools" in template:
         capabilities.append("tools")

@@ -32,7 +32,7 @@ from ollagraph.agents.engine.handlers import ENGINE_VERSION
 from ollagraph.agents.engine.registry import ALL_MINILM, SMOLLM2, bundled_models
 from ollagraph.agents.strategy import decision_schema
 from ollagraph.tools.registry import tool_specs
-from tests.engine_data import MINILM, SQL_TOOL
+from tests.engine_data import MINILM
 from tests.requirements import require, require_module
 
 pytestmark = pytest.mark.integration
@@ -321,14 +321,9 @@ def test_unknown_models_answer_404_with_ollamas_messages(
     assert raw.json() == {"error": 'model "nope" not found, try pulling it first'}
 
 
-def test_tools_to_a_model_without_tool_support(client: ollama.Client) -> None:
-    with pytest.raises(ollama.ResponseError) as info:
-        client.chat(
-            model=SMOLLM2, messages=[{"role": "user", "content": "Count ducks"}], tools=[SQL_TOOL]
-        )
-    assert info.value.status_code == 400
-    assert info.value.error == f"registry.ollama.ai/library/{SMOLLM2} does not support tools"
-
+def test_chat_to_an_embedding_model(client: ollama.Client) -> None:
+    # tools to a model whose template has none: test_engine_tools.py (the bundled SmolLM2 gets
+    # the engine's tools-capable template)
     with pytest.raises(ollama.ResponseError) as chat_on_embedder:
         client.chat(model=MINILM, messages=[{"role": "user", "content": "hi"}])
     assert (chat_on_embedder.value.status_code, chat_on_embedder.value.error) == (
@@ -342,7 +337,7 @@ def test_tools_to_a_model_without_tool_support(client: ollama.Client) -> None:
 
 def test_show_reports_capabilities_and_context_length(client: ollama.Client) -> None:
     smollm = client.show(SMOLLM2)
-    assert smollm.capabilities == ["completion"]  # its template has no tools
+    assert smollm.capabilities == ["completion", "tools"]  # the engine's SmolLM2 template
     assert smollm.modelinfo is not None
     assert smollm.modelinfo["general.architecture"] == "llama"
     assert smollm.modelinfo["llama.context_length"] == 8192

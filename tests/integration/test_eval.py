@@ -144,8 +144,9 @@ def test_eval_runs_on_the_embedded_engine(engine: EngineServer) -> None:
     ]
     for outcome in outcomes:
         assert outcome.seconds > 0
+        # Both complete: ollagraph under schema-constrained decisions (a 135M model stays under
+        # native_min_params), the baseline with native tools through the engine's SmolLM2 tools
+        # template (what the model then writes is its own choice).
+        assert outcome.error is None, outcome.error
         if outcome.system == "ollagraph":
-            assert outcome.error is None
-            assert all(call.valid for call in outcome.calls)  # schema-constrained decisions
-        else:  # the GGUF's chat template has no tools, so the server refuses them, as Ollama does
-            assert outcome.error is not None and "does not support tools" in outcome.error
+            assert all(call.valid for call in outcome.calls)
