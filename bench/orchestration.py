@@ -11,6 +11,14 @@ cost is measured as a difference: (median time of a run with 2N steps - median o
 steps) / N. Fixed per-question costs cancel out. Every call has new arguments, so ollagraph's
 repeated-call guard never ends a run early.
 
+What ollagraph does per step that the bare loop does not (and so what the ratio prices): it
+validates the call's arguments against the tool's schema, runs the tool on a worker thread so a
+`tool_timeout` can be enforced (a hand-off between threads: ~10 us on an idle machine, up to
+milliseconds when the CPUs are busy with other work), binds the tools to the model on each act
+step, rebuilds the act prompt (system prompt, plan, this turn's calls), and keeps a larger state
+(plan, steps, tool runs, deadline start). Timings on a loaded machine are noisy: compare rows
+measured in the same run only.
+
 Rows:
 - a stand-in tool (returns its argument; put in the registry under the name `web_search` for the
   bench process only) — the cost of the orchestration alone;

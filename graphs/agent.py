@@ -30,7 +30,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, interrupt
 
-from ollagraph.agents.config import Settings, load_settings
+from ollagraph.agents.config import ALL_TOOLS, Settings, load_settings
 from ollagraph.agents.context_window import tool_schema_chars
 from ollagraph.agents.deadline import Deadline, current_deadline, using_deadline
 from ollagraph.agents.errors import OllagraphError
@@ -84,6 +84,17 @@ def run_deadline(state: State, settings: Settings) -> Deadline:
     return Deadline(settings.run_timeout, clock=time.time, start=started)
 
 
+def _derived(settings: Settings, **changes: Any) -> Settings:
+    """A copy of `settings` with `changes` that are derived from valid values.
+
+    A shorter timeout or a subset of the enabled tools needs no validation, and
+    `dataclasses.replace` would validate the whole object again on every node of every step.
+    """
+    clone = object.__new__(Settings)
+    clone.__dict__.update(vars(settings), **changes)
+    return clone
+
+
 def within_deadline(settings: Settings, deadline: Deadline, floor: float = 0.0) -> Settings:
     """`settings` with `request_timeout` cut to the time left for this question.
 
@@ -95,7 +106,7 @@ def within_deadline(settings: Settings, deadline: Deadline, floor: float = 0.0) 
     seconds = deadline.cap(settings.request_timeout, floor=floor)
     if seconds >= settings.request_timeout:
         return settings
-    return replace(settings, request_timeout=max(seconds, 0.001))
+    return _derived(settings, request_timeout=max(seconds, 0.001))
 
 
 def routed_settings(state: State, runtime: Runtime[Settings]) -> Settings:
@@ -104,7 +115,12 @@ def routed_settings(state: State, runtime: Runtime[Settings]) -> Settings:
     offered = state.get("offered")
     if offered is None:
         return settings
-    return replace(settings, tools=tuple(offered))
+    tools = tuple(offered)
+    if tools == settings.tools:
+        return settings
+    if not all(name in ALL_TOOLS for name in tools):
+        return replace(settings, tools=tools)  # refuses the unknown names, as the config does
+    return _derived(settings, tools=tools)
 
 
 def _database_schema(settings: Settings, compact: bool = False) -> str | None:
@@ -125,11 +141,34 @@ def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
     or pasted into another one (the SQL text as a document search). The result is already in
     front of them, so the loop goes on to the answer instead.
     """
-    done = {json.dumps(run["args"], sort_keys=True) for run in runs if run["ok"]}
-    calls = [json.dumps(c["args"], sort_keys=True) for c in reply.tool_calls]
-    if calls and all(call in done for call in calls):
-        return AIMessage(content="DONE (repeated a call that was already answered)", id=reply.id)
-    return reply
+    if not reply.tool_calls:
+        return reply
+    for call in reply.tool_calls:
+        args = call["args"]
+        if not any(
+            run["ok"] and run["args"] == args and _same_json(run["args"], args) for run in runs
+        ):
+            return reply
+    return AIMessage(content="DONE (repeated a call that was already answered)", id=reply.id)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+_schema_chars: dict[tuple[int, ...], tuple[list[Any], int]] = {}
+
+
+def _tools_chars(specs: list[Any]) -> int:
+    """Characters of the tool schemas sent with an act request (the same every step of a run)."""
+    key = tuple(id(spec) for spec in specs)
+    cached = _schema_chars.get(key)
+    if cached is None:
+        if len(_schema_chars) >= 64:  # registries rebuilt by tests; a run uses one or two sets
+            _schema_chars.clear()
+        chars = tool_schema_chars([convert_to_openai_tool(spec) for spec in specs])
+        cached = _schema_chars[key] = (specs, chars)  # holding the specs keeps their ids unique
+    return cached[1]
 
 
 def _text(message: BaseMessage) -> str:
@@ -219,9 +258,8 @@ def build_graph(
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         started = time.time() - current_deadline().elapsed()  # wall-clock start of the question
         offered = select_tools(_question(state), run_settings(runtime).tools)
-        settings = within_deadline(
-            replace(run_settings(runtime), tools=offered), current_deadline()
-        )
+        settings = _derived(run_settings(runtime), tools=offered)
+        settings = within_deadline(settings, current_deadline())
         model, messages = fit_request(
             settings,
             limit_reply(make_model(settings), PLAN_TOKENS),
@@ -262,7 +300,7 @@ def build_graph(
             settings,
             model,
             prompt,
-            tools_chars=tool_schema_chars([convert_to_openai_tool(s) for s in specs]),
+            tools_chars=_tools_chars(specs),
         )
         reply = call_model(settings, lambda: decide(settings, model, messages, specs, strategy))
         return {"messages": [_drop_repeats(reply, state.get("tool_runs", []))]}

@@ -80,18 +80,25 @@ def schema_block(schema: str | None) -> str:
 def turn_start(messages: Sequence[AnyMessage]) -> int:
     """Index of this turn's question: the last human message."""
     for i in range(len(messages) - 1, -1, -1):
-        if isinstance(messages[i], HumanMessage):
+        kind = type(messages[i])
+        if kind is AIMessage or kind is ToolMessage:  # most of a turn; skips isinstance's cost
+            continue
+        if kind is HumanMessage or isinstance(messages[i], HumanMessage):
             return i
     return 0
 
 
-def history(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
+def history(messages: Sequence[AnyMessage], start: int | None = None) -> list[AnyMessage]:
     """Earlier turns as question/answer pairs, the last few only.
 
     Tool calls and results of earlier turns are left out (the answers summarise them), and so is
     any unfinished turn, such as one cancelled with Ctrl-C.
+
+    Args:
+        messages: The thread.
+        start: `turn_start(messages)`, when the caller has it already.
     """
-    earlier = messages[: turn_start(messages)]
+    earlier = messages[: turn_start(messages) if start is None else start]
     pairs: list[AnyMessage] = []
     question: AnyMessage | None = None
     for message in earlier:
@@ -103,18 +110,30 @@ def history(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
     return pairs[-2 * HISTORY_TURNS :]
 
 
-def current_turn(messages: Sequence[AnyMessage]) -> list[AnyMessage]:
-    """This turn's question and its tool calls/results; unanswered tool calls are dropped."""
-    turn = list(messages[turn_start(messages) :])
-    answered = {m.tool_call_id for m in turn if isinstance(m, ToolMessage)}
+def current_turn(messages: Sequence[AnyMessage], start: int | None = None) -> list[AnyMessage]:
+    """This turn's question and its tool calls/results; unanswered tool calls are dropped.
+
+    A "DONE" decision (an AI message without tool calls) carries nothing the model needs again,
+    so it is dropped too.
+
+    Args:
+        messages: The thread.
+        start: `turn_start(messages)`, when the caller has it already.
+    """
+    turn = messages[turn_start(messages) if start is None else start :]
+    # `type(m) is` first: isinstance on message classes that do not match is slow (ABCMeta)
+    answered = {
+        m.tool_call_id
+        for m in turn
+        if type(m) is ToolMessage or (type(m) is not AIMessage and isinstance(m, ToolMessage))
+    }
     kept: list[AnyMessage] = []
-    for message in turn:
-        if isinstance(message, AIMessage) and message.tool_calls:
-            if not all(call["id"] in answered for call in message.tool_calls):
+    for m in turn:
+        if type(m) is not ToolMessage and isinstance(m, AIMessage):
+            calls = m.tool_calls
+            if not calls or not all(call["id"] in answered for call in calls):
                 continue
-        elif isinstance(message, AIMessage):
-            continue  # a "DONE" decision carries nothing the model needs again
-        kept.append(message)
+        kept.append(m)
     return kept
 
 
@@ -164,7 +183,8 @@ def act_messages(
         plan=plan or "(none)",
         untrusted=UNTRUSTED,
     )
-    return [SystemMessage(system), *history(messages), *current_turn(messages)]
+    start = turn_start(messages)
+    return [SystemMessage(system), *history(messages, start), *current_turn(messages, start)]
 
 
 def answer_messages(messages: Sequence[AnyMessage], partial_limit: int | None) -> list[AnyMessage]:

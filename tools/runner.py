@@ -6,6 +6,9 @@ that do not fit the schema, a tool that raises, a tool that runs past `tool_time
 valid choices, and invites a retry. A result longer than `max_tool_output` is cut with a note.
 Nothing here ends a run, and nothing a tool does or returns changes the run's settings: each call
 gets its own copy of them.
+
+Tools run on a few reused daemon worker threads (a thread is what lets the run go on when a tool
+ignores its timeout); starting a new thread for every call cost more than the rest of a step.
 """
 
 from __future__ import annotations
@@ -13,8 +16,12 @@ from __future__ import annotations
 import contextvars
 import copy
 import json
+import math
+import os
+import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,35 +57,125 @@ def _args_json(args: Any) -> str:
         return repr(args)
 
 
-def _args_text(args: Any) -> str:
-    text = _args_json(args)
+_accepted: dict[int, tuple[Any, frozenset[str]]] = {}
+
+
+def _parameters(spec: Any) -> frozenset[str]:
+    """The argument names a tool takes (`spec.args` builds a JSON schema on every access)."""
+    cached = _accepted.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        if len(_accepted) >= 64:  # registries rebuilt by tests
+            _accepted.clear()
+        cached = _accepted[id(spec)] = (spec, frozenset(spec.args))
+    return cached[1]
+
+
+def _shorten(text: str) -> str:
     return text if len(text) <= 300 else text[:299] + "…"
 
 
-def _run_with_timeout(func: Any, kwargs: dict[str, Any], timeout: float) -> Any:
-    """Call func(**kwargs) in a daemon thread; raise TimeoutError if it outlives `timeout`.
+class _Worker:
+    """A daemon thread that runs tool calls handed to it, one at a time.
 
-    The thread carries the caller's context variables (the run's settings). A tool that ignores
+    Starting a thread per call costs more than the graph's own work for a whole step, so a worker
+    that finished its call waits in `_idle` for the next one. A worker whose call outlived its
+    timeout is not waited for: it goes back to `_idle` only if the call ever returns.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], Any]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, name="tool-worker", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], None], done: Any) -> None:
+        """Run `job` on this worker, then release the `done` lock."""
+        self._jobs.put((job, done))
+
+    def _loop(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            job()
+            with _idle_lock:  # idle again before the caller wakes, so its next call reuses us
+                keep = len(_idle) < MAX_IDLE_WORKERS
+                if keep:
+                    _idle.append(self)
+            done.release()
+            if not keep:
+                return
+
+
+MAX_IDLE_WORKERS = 4  # workers kept for later calls (more exist only while calls overlap)
+_idle: list[_Worker] = []
+_idle_lock = threading.Lock()
+
+
+def _forget_workers() -> None:
+    """In a forked child the workers' threads do not exist: start afresh."""
+    global _idle_lock
+    _idle.clear()
+    _idle_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_workers)
+
+
+def _worker() -> _Worker:
+    with _idle_lock:
+        if _idle:
+            return _idle.pop()
+    return _Worker()
+
+
+def _run_with_timeout(func: Any, kwargs: dict[str, Any], timeout: float) -> Any:
+    """Call func(**kwargs) on a worker thread; raise TimeoutError if it outlives `timeout`.
+
+    The call carries the caller's context variables (the run's settings). A tool that ignores
     the timeout keeps running in the background, but the run goes on without it.
     """
     box: dict[str, Any] = {}
     ctx = contextvars.copy_context()
+    name = f"tool-{getattr(func, '__name__', '?')}"
 
-    def target() -> None:
+    def job() -> None:
+        thread = threading.current_thread()
+        thread.name = name
         try:
             box["value"] = ctx.run(func, **kwargs)
         except BaseException as exc:  # handed back to the caller's thread
             box["error"] = exc
+        finally:
+            thread.name = "tool-worker"
 
-    thread = threading.Thread(target=target, name=f"tool-{getattr(func, '__name__', '?')}")
-    thread.daemon = True
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
+    done = threading.Lock()
+    done.acquire()
+    _worker().submit(job, done)
+    wait = min(max(timeout, 0.0), threading.TIMEOUT_MAX) if math.isfinite(timeout) else -1
+    if not done.acquire(timeout=wait):
         raise TimeoutError
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _private_copy(settings: Settings) -> Settings:
+    """A copy of `settings` that shares nothing mutable with them (a tool may edit its copy).
+
+    Much cheaper than `copy.deepcopy`: scalar fields and tuples of scalars are shared, only the
+    rest (such as `task_overrides`) is deep-copied.
+    """
+    clone = object.__new__(type(settings))
+    clone.__dict__.update(vars(settings))
+    for name, value in vars(settings).items():
+        kind = type(value)
+        if kind in _IMMUTABLE:
+            continue
+        if kind is tuple and all(type(v) in _IMMUTABLE for v in value):
+            continue
+        setattr(clone, name, copy.deepcopy(value))
+    return clone
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -111,7 +208,8 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
         return failed(
             f"`{name}` is not a valid tool.", f"Try one of [{choices}] with its arguments."
         )
-    size = len(_args_json(args))
+    args_json = _args_json(args)
+    size = len(args_json)
     if size > settings.max_tool_args:
         return failed(
             f"`{name}` was called with {size} characters of arguments; the limit is "
@@ -119,7 +217,7 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
             "Call it again with shorter arguments (a shorter query, fewer values).",
         )
     spec = tool_specs([name])[0]
-    call = f"`{name}` with arguments {_args_text(args)}"
+    call = f"`{name}` with arguments {_shorten(args_json)}"
     if not isinstance(args, dict):
         return failed(f"{call}: arguments must be a JSON object.", "Call it again with an object.")
     schema = spec.args_schema
@@ -135,7 +233,8 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
             f"{call} has invalid arguments ({problems}).",
             f"Expected arguments: {{{expected}}}. Fix them and call again.",
         )
-    kwargs = {k: v for k, v in validated.model_dump().items() if k in spec.args}
+    accepted = _parameters(spec)
+    kwargs = {k: v for k, v in validated.model_dump().items() if k in accepted}
     own_limit = settings.image_timeout if name in IMAGE_TOOLS else settings.tool_timeout
     deadline = current_deadline()
     if deadline.expired():
@@ -145,7 +244,7 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
         )
     limit = deadline.cap(own_limit)
     try:
-        with using_settings(copy.deepcopy(settings)):  # a tool cannot change the run's settings
+        with using_settings(_private_copy(settings)):  # a tool cannot change the run's settings
             result = _run_with_timeout(TOOLS[name], kwargs, limit)
     except TimeoutError:
         if limit < own_limit:

@@ -78,6 +78,7 @@ class GatedFakeOllama(FakeOllama):
 def gated_ollama(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatedFakeOllama]:
     with GatedFakeOllama() as server:
         monkeypatch.setenv("OLLAMA_HOST", server.url)
+        monkeypatch.setenv("OLLAGRAPH_NATIVE_MIN_PARAMS", "0")  # scripted native tool calls
         yield server
         server.gate.set()  # let a held handler thread finish
 
@@ -443,6 +444,7 @@ def managed_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}",
         "OLLAGRAPH_MANAGE_SERVER": "true",
         "OLLAGRAPH_SERVER_START_TIMEOUT": "30",
+        "OLLAGRAPH_NATIVE_MIN_PARAMS": "0",  # the scripts are native tool calls
     }
     pids = folder / "pids.log"
     for pid in pids.read_text().split() if pids.exists() else []:

@@ -361,3 +361,101 @@ def test_a_tool_that_edits_its_settings_changes_nothing_for_the_run(
     assert settings == Settings(tools=("web_search",))
     refused = execute("sql_query", {"query": "SELECT 1"}, settings)
     assert not refused.ok and "`sql_query` is not a valid tool" in refused.content
+
+
+def test_nested_settings_are_copied_for_the_tool_and_the_rest_is_kept() -> None:
+    from ollagraph.tools.runner import _private_copy
+
+    overrides = {"caption": {"device": "cpu"}}
+    settings = Settings(task_overrides=overrides, tools=("web_search",))
+    copy = _private_copy(settings)
+    assert copy == settings and copy is not settings
+    assert copy.task_overrides is not settings.task_overrides
+    assert copy.task_overrides["caption"] is not settings.task_overrides["caption"]
+    copy.task_overrides["caption"]["device"] = "cuda"
+    copy.tools = ("sql_query",)
+    assert settings.task_overrides == {"caption": {"device": "cpu"}}
+    assert settings.tools == ("web_search",)
+
+
+# --- worker threads ----------------------------------------------------------------------------
+
+
+def test_tool_calls_reuse_a_worker_thread(replace_web_search: Callable[[WebSearch], None]) -> None:
+    seen: list[threading.Thread] = []
+
+    def spy(query: str, max_results: int = 5) -> str:
+        seen.append(threading.current_thread())
+        return threading.current_thread().name
+
+    replace_web_search(spy)
+    names = [execute("web_search", {"query": f"q{i}"}, Settings()).content for i in range(5)]
+    assert names == ["tool-spy"] * 5  # named after the tool while it runs
+    assert len(set(seen)) == 1 and seen[0] is not threading.current_thread()
+    assert seen[0].name == "tool-worker"  # and no longer once it is done
+
+
+def test_a_stuck_tool_does_not_hold_up_the_next_calls(
+    replace_web_search: Callable[[WebSearch], None], release: threading.Event
+) -> None:
+    seen: list[threading.Thread] = []
+
+    def tool(query: str, max_results: int = 5) -> str:
+        seen.append(threading.current_thread())
+        if query == "stuck":
+            release.wait(30)
+        return f"done {query}"
+
+    replace_web_search(tool)
+    settings = Settings(tool_timeout=0.2)
+    assert not execute("web_search", {"query": "stuck"}, settings).ok
+    start = time.perf_counter()
+    assert execute("web_search", {"query": "next"}, settings).content == "done next"
+    assert time.perf_counter() - start < 0.2
+    assert seen[1] is not seen[0] and seen[0].is_alive()  # another worker took the call
+    release.set()  # the stuck one finishes, and waits for work again: it is not lost
+    deadline = time.monotonic() + 5
+    while seen[-1] is not seen[0]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+        assert execute("web_search", {"query": "again"}, settings).ok
+
+
+def test_a_tool_that_raises_base_exceptions_leaves_the_worker_usable(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    calls: list[str] = []
+
+    def tool(query: str, max_results: int = 5) -> str:
+        calls.append(query)
+        if query == "exit":
+            raise SystemExit(3)
+        return "ok"
+
+    replace_web_search(tool)
+    with pytest.raises(SystemExit):  # not an Exception: handed back to the caller as before
+        execute("web_search", {"query": "exit"}, Settings())
+    assert execute("web_search", {"query": "after"}, Settings()).content == "ok"
+    assert calls == ["exit", "after"]
+
+
+def test_a_forked_child_starts_its_own_workers(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    import os
+
+    replace_web_search(lambda query, max_results=5: f"child {query}")
+    assert execute("web_search", {"query": "warm"}, Settings()).ok  # the parent has a worker
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's idle worker does not exist here
+        try:
+            outcome = execute("web_search", {"query": "x"}, Settings(tool_timeout=5))
+            os.write(write, outcome.content.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        assert pipe.read() == "child x"
+    assert os.waitstatus_to_exitcode(status) == 0
