@@ -12,7 +12,9 @@
   appended to `$OLLAGRAPH_HOME/logs/server.log` (never an unread pipe). It is polled with backoff
   (0.05 s doubling to 1 s) until `/api/version` answers; an early exit or a timeout ends in a
   `ModelError` that quotes the last lines of that log.
-- A remote host is never managed: unreachable means a `ModelError` with the URL.
+- A remote host is never managed: unreachable means a `ModelError` with the URL. It is not
+  stopped, restarted (`with_recovery` only restarts servers this process owns) or pulled onto
+  implicitly: `may_auto_pull` allows `auto_pull` only for a server on this machine.
 
 An owned server is stopped (SIGTERM to its process group, SIGKILL after a grace period) by
 `ServerHandle.stop()` and at interpreter exit, unless `settings.leave_server_running`. If it dies
@@ -131,6 +133,20 @@ def is_local(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def may_auto_pull(settings: Settings) -> bool:
+    """Whether a missing model may be pulled without being asked (`auto_pull`) at this server.
+
+    Only a server on this machine (loopback) is pulled onto implicitly. A remote Ollama
+    (`OLLAMA_HOST=http://gpu-box:11434`) is shared and used as is: a pull there costs its disk and
+    its owner's bandwidth, so it happens only when asked (`agent models pull NAME --host URL`,
+    like `ollama pull` with `OLLAMA_HOST`). An OpenAI-compatible server is never pulled onto.
+
+    Args:
+        settings: `auto_pull`, `backend` and `host`.
+    """
+    return settings.auto_pull and settings.backend == "ollama" and is_local(settings.host)
 
 
 def _manageable(url: str) -> bool:
@@ -515,6 +531,7 @@ __all__ = [
     "ensure_server",
     "is_local",
     "log_tail",
+    "may_auto_pull",
     "probe",
     "server_command",
     "stop_all",

@@ -1,12 +1,16 @@
 """Chat models for a run, and the translation of model-server failures into user messages.
 
-Every model call goes through the Ollama HTTP API (LangChain's `ChatOllama`, built on the official
-`ollama` client). `chat_model` builds one from the settings; `model_errors` wraps a call so a
-refused connection, a missing model or a timeout becomes a `ModelError` that says what to do next.
+With `backend = "ollama"` (the default) every model call goes through the Ollama HTTP API
+(LangChain's `ChatOllama`, built on the official `ollama` client); with `backend = "openai"` it goes
+to an OpenAI-compatible server through `ChatOpenAI` (`ollagraph.agents.openai_backend`).
+`chat_model` builds the right one from the settings; `model_errors` wraps a call so a refused
+connection, a missing model, a refused key or a timeout becomes a `ModelError` that says what to
+do next.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
@@ -24,11 +28,15 @@ ModelFactory: TypeAlias = "Callable[[Settings], BaseChatModel]"
 
 
 def chat_model(settings: Settings) -> BaseChatModel:
-    """Build the chat model a run talks to.
+    """Build the chat model a run talks to: `ChatOllama`, or `ChatOpenAI` for backend 'openai'.
 
     Args:
-        settings: Model name, server URL, temperature and request timeout.
+        settings: Backend, model name, server URL, temperature and request timeout.
     """
+    if settings.backend == "openai":
+        from ollagraph.agents.openai_backend import chat_model as openai_chat_model
+
+        return openai_chat_model(settings)
     from langchain_ollama import ChatOllama
 
     from ollagraph.agents.readiness import keep_alive_value
@@ -52,6 +60,12 @@ def model_errors(settings: Settings) -> Iterator[None]:
     Args:
         settings: Used to name the model and the server in the message.
     """
+    if settings.backend == "openai":
+        from ollagraph.agents.openai_backend import openai_errors
+
+        with openai_errors(settings):
+            yield
+        return
     import httpx
     import ollama
 
@@ -101,11 +115,13 @@ def call_model(settings: Settings, request: Callable[[], T]) -> T:
 def fit_request(
     settings: Settings, model: BaseChatModel, messages: Sequence[BaseMessage], tools_chars: int = 0
 ) -> tuple[BaseChatModel, list[BaseMessage]]:
-    """Size the context window of an Ollama request so the prompt and tool schemas fit.
+    """Size the context window of a request so the prompt and tool schemas fit.
 
-    `num_ctx` is set from the prompt size, up to `num_ctx_cap` and the model's context length;
-    when even that is too small, the oldest history is dropped — never the system prompt, the
-    question or the tool definitions. Other chat models are returned unchanged.
+    For Ollama, `num_ctx` is set from the prompt size, up to `num_ctx_cap` and the model's context
+    length; when even that is too small, the oldest history is dropped — never the system prompt,
+    the question or the tool definitions. An OpenAI-compatible server's window is fixed by the
+    server, so only the history is fitted (to its reported `max_model_len`, else `num_ctx_cap`).
+    Other chat models are returned unchanged.
 
     Args:
         settings: `num_ctx_cap` and the server.
@@ -115,18 +131,31 @@ def fit_request(
     """
     from langchain_ollama import ChatOllama
 
-    if not isinstance(model, ChatOllama):
-        return model, list(messages)
     from ollagraph.agents.context_window import plan_context
     from ollagraph.agents.readiness import model_info
 
+    if is_chat_openai(model):
+        info = call_model(settings, lambda: model_info(settings))
+        plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
+        return model, list(plan.messages)
+    if not isinstance(model, ChatOllama):
+        return model, list(messages)
     info = call_model(settings, lambda: model_info(settings))
     plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
     return model.model_copy(update={"num_ctx": plan.num_ctx}), list(plan.messages)
 
 
+def is_chat_openai(model: object) -> bool:
+    """Whether `model` is a `ChatOpenAI` (without importing langchain-openai when unused)."""
+    module = sys.modules.get("langchain_openai")
+    return module is not None and isinstance(model, module.ChatOpenAI)
+
+
 def limit_reply(model: BaseChatModel, max_tokens: int) -> BaseChatModel:
-    """Cap how many tokens an Ollama model may generate for one reply (`num_predict`).
+    """Cap how many tokens a model may generate for one reply.
+
+    `ChatOllama` gets `num_predict`; `ChatOpenAI` gets `max_tokens` in the request body (read by
+    vLLM, TGI, llama.cpp and LM Studio alike).
 
     Args:
         model: The chat model; other kinds are returned unchanged.
@@ -136,4 +165,8 @@ def limit_reply(model: BaseChatModel, max_tokens: int) -> BaseChatModel:
 
     if isinstance(model, ChatOllama):
         return model.model_copy(update={"num_predict": max_tokens})
+    if is_chat_openai(model):
+        from ollagraph.agents.openai_backend import limit_tokens
+
+        return limit_tokens(model, max_tokens)
     return model

@@ -87,7 +87,11 @@ class PullProgress:
 
 
 def ensure_model_with_progress(
-    settings: Settings, *, console: Console | None = None, model: str | None = None
+    settings: Settings,
+    *,
+    console: Console | None = None,
+    model: str | None = None,
+    asked: bool = False,
 ) -> LocalModel:
     """`readiness.ensure_model` with a pull progress bar on stderr.
 
@@ -95,9 +99,11 @@ def ensure_model_with_progress(
         settings: Model, `auto_pull` and server.
         console: Where to draw (default: stderr).
         model: Another model than `settings.model`.
+        asked: The user asked for the pull (`agent models pull`), so a remote server is pulled
+            onto too.
     """
     with PullProgress(console) as bar:
-        return ensure_model(settings, bar, model=model)
+        return ensure_model(settings, bar, model=model, asked=asked)
 
 
 __all__ = ["PullProgress", "ensure_model_with_progress"]

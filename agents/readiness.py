@@ -15,11 +15,21 @@ Everything here talks to the server through the official `ollama` client, with t
   `done_reason: "load"`, which `is_load_response` recognises: it is not an answer.
 
 Sizing the context window of a request is `ollagraph.agents.context_window`.
+
+With `backend = "openai"` none of the Ollama endpoints is used: `list_models`, `ensure_model` and
+`model_info` read the server's `GET /models` (`ollagraph.agents.openai_backend`), nothing is ever
+pulled, and `warm_up` sends nothing (the server keeps its model loaded).
+
+A remote Ollama (`OLLAMA_HOST` naming another machine) is used as is: `auto_pull` pulls only on a
+server on this machine (`daemon.may_auto_pull`). Pulling many gigabytes onto a shared GPU box is
+the box's owner's call, so a model missing there is a `ModelError` that says how to pull it
+explicitly (`agent models pull NAME --host URL`, which does pull there, as `ollama pull` does).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -180,6 +190,10 @@ def list_models(settings: Settings) -> list[LocalModel]:
     """
     import ollama
 
+    if settings.backend == "openai":
+        from ollagraph.agents.openai_backend import served_models
+
+        return [LocalModel(name=m.id, digest="", size=0) for m in served_models(settings)]
     with _server_errors(settings, settings.model):
         try:
             listing = client(settings).list()
@@ -261,6 +275,11 @@ def pull_model(
     """
     import ollama
 
+    if settings.backend == "openai":
+        raise ModelError(
+            f"Models cannot be pulled on an OpenAI-compatible server ({settings.openai_base_url}).",
+            hint="Start that server with the model you want (vLLM: `vllm serve MODEL`).",
+        )
     name = normalize_model_name(model)
     have: list[LocalModel] = []
     last = ""
@@ -289,7 +308,11 @@ def pull_model(
 
 
 def ensure_model(
-    settings: Settings, progress: PullCallback | None = None, *, model: str | None = None
+    settings: Settings,
+    progress: PullCallback | None = None,
+    *,
+    model: str | None = None,
+    asked: bool = False,
 ) -> LocalModel:
     """Make sure the server has the model, pulling it when allowed.
 
@@ -298,19 +321,35 @@ def ensure_model(
         progress: Receives `PullEvent`s while a pull runs (nothing is called when the model is
             present).
         model: Another model than `settings.model` (e.g. an Ollama embedding model).
+        asked: The user asked for this pull (`agent models pull`): a remote Ollama is pulled
+            onto too. Otherwise only a server on this machine is (`daemon.may_auto_pull`).
 
     Returns:
         The server's entry for the model (name, digest, size).
 
     Raises:
-        ModelError: The model is missing and `auto_pull` is off, or the pull failed (offline, no
-            such model), or the server cannot be reached.
+        ModelError: The model is missing and `auto_pull` is off or the server is remote (or an
+            OpenAI-compatible server, which is never pulled onto), or the pull failed (offline,
+            no such model), or the server cannot be reached.
     """
     name = model or settings.model
+    if settings.backend == "openai":
+        from ollagraph.agents.openai_backend import ensure_served
+
+        return LocalModel(name=ensure_served(settings, model=name).id, digest="", size=0)
     have = list_models(settings)
     found = find_model(have, name)
     if found is not None:
         return found
+    from ollagraph.agents.daemon import may_auto_pull
+
+    if settings.auto_pull and not asked and not may_auto_pull(settings):
+        raise ModelError(
+            f"Model '{name}' is not on the remote Ollama server at {settings.host}, and "
+            "ollagraph does not pull onto a remote server by itself.",
+            hint=f"Pull it there with `agent models pull {name} --host {settings.host}` (or "
+            f"`ollama pull {name}` on that machine), or {_choices(have)}.",
+        )
     if not settings.auto_pull:
         raise ModelError(
             f"Model '{name}' is not available on the Ollama server at {settings.host}.",
@@ -327,8 +366,10 @@ def ensure_model(
 
 
 def clear_model_info_cache() -> None:
-    """Forget the in-process `model_info` cache (the disk cache stays)."""
+    """Forget the in-process `model_info` caches (the disk cache stays)."""
     forget_in_process()
+    if "ollagraph.agents.openai_backend" in sys.modules:
+        sys.modules["ollagraph.agents.openai_backend"].forget()
 
 
 def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
@@ -347,6 +388,10 @@ def model_info(settings: Settings, *, model: str | None = None) -> ModelInfo:
     """
     import ollama
 
+    if settings.backend == "openai":
+        from ollagraph.agents.openai_backend import served_model_info
+
+        return served_model_info(settings, model=model)
     name = normalize_model_name(model or settings.model)
     have = list_models(settings)
     entry = find_model(have, name)
@@ -404,7 +449,8 @@ def warm_up(settings: Settings, *, model: str | None = None) -> float:
     """Load the model into memory now, with `keep_alive` from the settings.
 
     Sends `POST /api/chat` with no messages; the server loads the model and answers
-    `done_reason: "load"`. With `keep_alive` 0 nothing is sent (it would unload the model).
+    `done_reason: "load"`. With `keep_alive` 0 nothing is sent (it would unload the model), nor
+    with backend 'openai' (such a server keeps its model loaded).
 
     Args:
         settings: `model`, `keep_alive`, server URL and `request_timeout`.
@@ -420,7 +466,7 @@ def warm_up(settings: Settings, *, model: str | None = None) -> float:
 
     name = model or settings.model
     keep_alive = keep_alive_value(settings.keep_alive)
-    if keep_alive == 0 or keep_alive == "0":
+    if keep_alive == 0 or keep_alive == "0" or settings.backend == "openai":
         return 0.0
     started = time.monotonic()
     with _server_errors(settings, name):
