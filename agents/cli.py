@@ -375,18 +375,33 @@ def models_show(name: str | None, config_file: str | None, ollama_host: str | No
 @models.command("add")
 @click.argument("name")
 @click.argument("path", type=click.Path(path_type=Path))
-def models_add(name: str, path: Path) -> None:
-    """Register a GGUF file at PATH as model NAME for the embedded engine (like `ollama create`)."""
+@click.option(
+    "--lora",
+    "loras",
+    multiple=True,
+    metavar="ADAPTER.gguf[:SCALE]",
+    help="A GGUF LoRA adapter to apply, with an optional scale (default 1.0); repeatable.",
+)
+def models_add(name: str, path: Path, loras: tuple[str, ...]) -> None:
+    """Register a GGUF file at PATH as model NAME for the embedded engine (like `ollama create`).
+
+    With --lora, the model is PATH with LoRA adapters applied (Ollama's ADAPTER lines).
+    """
+    from ollagraph.agents.engine.lora import parse_lora_option
     from ollagraph.agents.engine.registry import Registry
     from ollagraph.agents.paths import state_path
 
     try:
-        spec = Registry(state_path("models", "registry.json").parent).register(name, path)
+        adapters = [parse_lora_option(value) for value in loras]
+        registry = Registry(state_path("models", "registry.json").parent)
+        spec = registry.register(name, path, adapters)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
         f"Registered {spec.name} → {path.resolve()}. Use it with: agent ask --model {spec.name} ..."
     )
+    for adapter in spec.adapters:
+        click.echo(f"  LoRA adapter {adapter.path} (scale {adapter.scale:g})")
 
 
 def _add_image_commands() -> None:

@@ -13,7 +13,7 @@ type, offset). Everything is little-endian.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -87,12 +87,15 @@ class GGUFInfo:
         metadata: Every key/value pair (arrays longer than 5 items shown as []).
         parameter_count: Total number of weights, summed over the tensor table.
         tensor_count: Number of tensors.
+        tensor_shapes: Each tensor's shape by name, in GGUF (ggml `ne`) order: the
+            innermost dimension first, e.g. `[576, 1536]` for a 576-in, 1536-out matrix.
     """
 
     version: int
     metadata: dict[str, Any]
     parameter_count: int
     tensor_count: int
+    tensor_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:
@@ -207,10 +210,12 @@ def read_gguf(path: Path) -> GGUFInfo:
                 (kind,) = struct.unpack("<I", _read(stream, 4))
                 metadata[key] = _read_value(stream, kind)
             parameters = 0
+            shapes: dict[str, tuple[int, ...]] = {}
             for _ in range(tensor_count):
-                _skip_string(stream)
+                name = _read_string(stream)
                 (dims,) = struct.unpack("<I", _read(stream, 4))
                 shape = struct.unpack(f"<{dims}Q", _read(stream, 8 * dims))
+                shapes[name] = tuple(shape)
                 stream.seek(12, 1)  # tensor type (uint32) and data offset (uint64)
                 count = 1
                 for dim in shape:
@@ -225,6 +230,7 @@ def read_gguf(path: Path) -> GGUFInfo:
         metadata=metadata,
         parameter_count=parameters,
         tensor_count=tensor_count,
+        tensor_shapes=shapes,
     )
 
 

@@ -223,6 +223,11 @@ class OllamaAPI:
             "",
             f"FROM {model.weights}",
         ]
+        for adapter in model.spec.adapters:  # Ollama's Modelfile has no scale: a comment
+            lines += [
+                f"# LoRA adapter, scale {adapter.scale:g}, sha256:{adapter.sha256}",
+                f"ADAPTER {adapter.path}",
+            ]
         if facts.template:
             lines.append(f'TEMPLATE """{facts.template}"""')
         lines += [f"PARAMETER stop {s}" for s in facts.stop]
@@ -239,6 +244,16 @@ class OllamaAPI:
         }
         if facts.license:
             payload["license"] = facts.license
+        if model.spec.adapters:  # an ollagraph field; Ollama only has the ADAPTER lines
+            payload["adapters"] = [
+                {
+                    "path": str(adapter.path),
+                    "scale": adapter.scale,
+                    "digest": f"sha256:{adapter.sha256}",
+                    "type": "lora",
+                }
+                for adapter in model.spec.adapters
+            ]
         return JSONResponse(200, payload)
 
     def pull(self, body: Any) -> Response:

@@ -5,6 +5,8 @@
 Ollama's sampling options, enforces a `format` (`"json"` or a JSON schema) with llama.cpp's
 grammar engine so the answer is always valid, honours stop texts, and counts tokens and time
 the way Ollama reports them (`prompt_eval_count`, `eval_count`, durations).
+LoRA adapters registered with the model (`lora`) are loaded into the same context with their
+scales right after the weights.
 
 llama.cpp is not thread-safe: the scheduler lets one request at a time use a runner.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
+from ollagraph.agents.engine.lora import LoraAdapter, apply_adapters
 from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
 from ollagraph.agents.engine.templates import chat_template_for
@@ -230,6 +233,7 @@ class LlamaRunner:
 
     Attributes:
         path: The GGUF file.
+        adapters: LoRA adapters applied on top of it, with their scales.
         n_ctx: Context window the model was loaded with.
         n_threads: CPU threads used.
         load_seconds: How long the last load took.
@@ -238,8 +242,16 @@ class LlamaRunner:
             debugging and tests.
     """
 
-    def __init__(self, path: Path, *, n_ctx: int, n_threads: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int,
+        n_threads: int = 0,
+        adapters: Sequence[LoraAdapter] = (),
+    ) -> None:
         self.path = path
+        self.adapters = tuple(adapters)
         self.info: GGUFInfo = gguf_info(path)
         train_ctx = self.info.context_length
         self.n_ctx = min(n_ctx, train_ctx) if train_ctx else n_ctx
@@ -265,7 +277,10 @@ class LlamaRunner:
         kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
         width = int(meta.get(f"{arch}.embedding_length") or 0)
         kv_bytes = 2 * layers * kv_heads * (width // max(heads, 1)) * 2 * self.n_ctx
-        return self.path.stat().st_size + kv_bytes
+        adapter_bytes = sum(
+            adapter.path.stat().st_size for adapter in self.adapters if adapter.path.exists()
+        )
+        return self.path.stat().st_size + adapter_bytes + kv_bytes
 
     def load(self) -> float:
         """Load the weights (if not loaded) and return the seconds it took."""
@@ -287,6 +302,11 @@ class LlamaRunner:
                 )
             except (ValueError, RuntimeError) as exc:
                 raise APIError(500, f"llama runner failed to load {self.path}: {exc}") from None
+            try:
+                apply_adapters(llm, self.adapters)
+            except RuntimeError as exc:
+                llm.close()
+                raise APIError(500, str(exc)) from None
         vocab = llm._model.vocab
         eos = llm.token_eos()
         bos = llm.token_bos()

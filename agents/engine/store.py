@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ollagraph.agents.engine.digests import CHUNK_BYTES, DigestCache
+from ollagraph.agents.engine.lora import identity_digest
 from ollagraph.agents.engine.protocol import APIError
 from ollagraph.agents.engine.registry import (
     ModelSpec,
@@ -45,6 +46,8 @@ class PresentModel:
         size: Bytes on disk.
         modified_at: When it was pulled or registered (seconds since the epoch).
         files: Its files by name inside the model (blobs for pulled models).
+        problem: Why it cannot be loaded although registered (a LoRA adapter is missing or
+            changed since registration), or None.
     """
 
     spec: ModelSpec
@@ -52,6 +55,7 @@ class PresentModel:
     size: int
     modified_at: float
     files: dict[str, Path]
+    problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -122,6 +126,8 @@ class Store:
                 digest = self.digests.sha256(spec.source)
             except OSError:
                 return None
+            if spec.adapters:
+                return self._present_with_adapters(spec, digest, stat.st_size, stat.st_mtime)
             return PresentModel(
                 spec=spec,
                 digest=digest,
@@ -150,6 +156,47 @@ class Store:
             size=size,
             modified_at=self.manifest_path(spec.name).stat().st_mtime,
             files=files,
+        )
+
+    def _present_with_adapters(
+        self, spec: ModelSpec, digest: str, size: int, mtime: float
+    ) -> PresentModel:
+        """A registered GGUF model with LoRA adapters: its digest covers base and adapters.
+
+        The digest uses each adapter's current SHA-256, so it changes when a file does; an
+        adapter that is missing or changed since registration makes the model unloadable
+        (`problem`) until it is registered again.
+        """
+        identity: list[tuple[str, float]] = []
+        files = {spec.source.name: spec.source}
+        problems: list[str] = []
+        for adapter in spec.adapters:
+            try:
+                current = self.digests.sha256(adapter.path)
+                size += adapter.path.stat().st_size
+            except OSError:
+                current = adapter.sha256
+                problems.append(f"LoRA adapter {adapter.path} of {spec.name} is missing")
+            else:
+                if current != adapter.sha256:
+                    problems.append(
+                        f"LoRA adapter {adapter.path} of {spec.name} changed since it was "
+                        f"registered (sha256 {adapter.sha256[:12]}, now {current[:12]})"
+                    )
+            identity.append((current, adapter.scale))
+            files[f"adapter-{len(files)}-{adapter.path.name}"] = adapter.path
+        problem = None
+        if problems:
+            problem = "; ".join(problems) + (
+                f"; register it again: agent models add {spec.name} {spec.source} --lora ..."
+            )
+        return PresentModel(
+            spec=spec,
+            digest=identity_digest(digest, identity),
+            size=size,
+            modified_at=spec.added_at or mtime,
+            files=files,
+            problem=problem,
         )
 
     def _present_folder(self, spec: ModelSpec) -> PresentModel | None:
