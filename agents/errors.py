@@ -89,3 +89,11 @@ class ToolLoadError(ConfigError):
 
 class QuestionSetError(ConfigError):
     """An `agent eval` question set cannot be read or has an invalid entry."""
+
+
+class CheckpointDBError(OllagraphError):
+    """The chat threads database named by `checkpoint_db` (PostgreSQL) cannot be used.
+
+    Its support is not installed, the server cannot be reached, it refuses the credentials, the
+    database is missing, or the checkpoint tables cannot be created.
+    """

@@ -1,8 +1,9 @@
 """A conversation with the agent graph: one thread, turn after turn, with events as they happen.
 
-`Session` compiles the graph with a SQLite checkpointer under the state directory (so threads
-survive restarts), runs one question per `ask` call, and reports progress to a listener: the plan,
-each tool call with its duration, answer tokens as they stream, and the finished turn.
+`Session` compiles the graph with the checkpointer that `checkpoint_db` names (SQLite under the
+state directory by default, or PostgreSQL; see `agents.checkpoints`), so threads survive restarts.
+It runs one question per `ask` call and reports progress to a listener: the plan, each tool call
+with its duration, answer tokens as they stream, and the finished turn.
 
 When the graph pauses for the approval of a database write (a LangGraph interrupt), the session
 asks its `approve` callback and resumes the graph with the decision; without a callback the write
@@ -11,18 +12,15 @@ is declined. `agent chat` asks the user; `agent ask --yes` approves every write.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
+from ollagraph.agents.checkpoints import open_checkpointer
 from ollagraph.agents.config import Settings
 from ollagraph.agents.deadline import Deadline, using_deadline
-from ollagraph.agents.errors import StateDirError
-from ollagraph.agents.paths import state_path
 
 Approver = Callable[[dict[str, Any]], bool]
 """Decides one write: gets the interrupt's value (`sql`, `kind`, `database`, `question`)."""
@@ -82,30 +80,6 @@ def new_thread_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def open_checkpointer(path: Path | None = None) -> Any:
-    """Open the SQLite checkpointer that keeps chat threads.
-
-    Args:
-        path: The database file (default: `threads.sqlite` in the state directory).
-
-    Raises:
-        StateDirError: The file cannot be opened or created.
-    """
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path = path or state_path("threads.sqlite")
-    try:
-        conn = sqlite3.connect(str(path), check_same_thread=False)
-        saver = SqliteSaver(conn)
-        saver.setup()
-    except sqlite3.Error as exc:
-        raise StateDirError(
-            f"Cannot open the chat threads database {path}: {exc}.",
-            hint="Check the state directory's permissions and free space, or set OLLAGRAPH_HOME.",
-        ) from None
-    return saver
-
-
 @dataclass
 class Session:
     """One conversation thread with the agent.
@@ -115,21 +89,29 @@ class Session:
         thread_id: The conversation id; reuse it to continue a saved conversation.
         model_factory: Overrides how chat models are made (tests pass scripted models).
         approve: Decides each database write the graph pauses on; None declines them all.
+        tools: Your own tool functions (typed, with Google-style docstrings), offered in every
+            turn next to the enabled ones (see `build_graph`).
     """
 
     settings: Settings
     thread_id: str = field(default_factory=new_thread_id)
     model_factory: Callable[[Settings], Any] | None = None
     approve: Approver | None = None
+    tools: Sequence[Callable[..., Any]] = ()
     _graph: Any = field(default=None, init=False, repr=False)
 
     @property
     def graph(self) -> Any:
-        """The compiled graph with the SQLite checkpointer (built on first use)."""
+        """The compiled graph with the `checkpoint_db` checkpointer (built on first use).
+
+        Raises:
+            OllagraphError: The threads database cannot be opened (see `open_checkpointer`).
+        """
         if self._graph is None:
             from ollagraph.graphs.agent import build_graph
 
-            self._graph = build_graph(self.model_factory, checkpointer=open_checkpointer())
+            saver = open_checkpointer(self.settings.checkpoint_db)
+            self._graph = build_graph(self.model_factory, checkpointer=saver, tools=self.tools)
         return self._graph
 
     def _thread_config(self) -> dict[str, Any]:

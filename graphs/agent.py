@@ -14,13 +14,17 @@ partial answer from what was found, and says so. The run's settings arrive as th
 (`Settings`), so LangGraph Studio can edit them. The exported `graph` has no checkpointer (Studio
 brings its own, so write approvals show there as interrupts; reads never interrupt); the CLI builds
 one with a SQLite checkpointer through `build_graph`.
+
+User tools join a run's tools: those of the `user_tools` files (also in Studio, from
+`OLLAGRAPH_USER_TOOLS`), installed packages' tools named in `tools`, and the functions given to
+`build_graph(tools=[...])`, which every run of that graph is offered.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -30,10 +34,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, interrupt
 
-from ollagraph.agents.config import ALL_TOOLS, Settings, load_settings
+from ollagraph.agents.config import Settings
 from ollagraph.agents.context_window import tool_schema_chars
 from ollagraph.agents.deadline import Deadline, current_deadline, using_deadline
-from ollagraph.agents.errors import OllagraphError
+from ollagraph.agents.errors import OllagraphError, ToolLoadError
 from ollagraph.agents.models import (
     ModelFactory,
     call_model,
@@ -45,7 +49,7 @@ from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
 from ollagraph.graphs.routing import select_tools
 from ollagraph.graphs.state import InputState, State, ToolRun
-from ollagraph.tools.registry import tool_specs
+from ollagraph.tools.registry import tool_specs, using_tools
 from ollagraph.tools.runner import ToolOutcome, execute
 from ollagraph.tools.sql import approved_writes, database_path
 from ollagraph.tools.sql_guard import classify
@@ -59,9 +63,21 @@ APPROVAL_QUESTION = "Run this write? [y/N]"
 
 
 def run_settings(runtime: Runtime[Settings]) -> Settings:
-    """The settings of this run: the runtime context, else the configured defaults."""
+    """The settings of this run.
+
+    Run in-process (the CLI's session, or `graph.invoke(..., context=settings)`), the context is
+    the run's settings as the caller resolved them. Served by LangGraph's server (Studio,
+    `langgraph up`), the context holds the dataclass defaults plus what the run set, so the base
+    is the deployment's configuration (config file < `OLLAGRAPH_*`/`OLLAMA_HOST` env) and each
+    context field that differs from its default replaces the base's (`agents.served`). With no
+    context at all, the configured settings.
+    """
     context = runtime.context
-    return context if isinstance(context, Settings) else load_settings()
+    if isinstance(context, Settings) and runtime.server_info is None:
+        return context
+    from ollagraph.agents.served import served_settings
+
+    return served_settings(context if isinstance(context, Settings) else None)
 
 
 def _question(state: State) -> str:
@@ -109,17 +125,54 @@ def within_deadline(settings: Settings, deadline: Deadline, floor: float = 0.0) 
     return _derived(settings, request_timeout=max(seconds, 0.001))
 
 
-def routed_settings(state: State, runtime: Runtime[Settings]) -> Settings:
-    """The run's settings with `tools` narrowed to what this turn's question was offered."""
-    settings = run_settings(runtime)
+def with_tools(settings: Settings, extra: Mapping[str, Any]) -> Settings:
+    """`settings` with the graph's own tools and the tools of its `user_tools` files enabled.
+
+    `load_settings` already joins the files' tools; a `Settings` made directly (a Studio context,
+    a caller's object) gets them here, as the `user_tools` setting promises.
+
+    Args:
+        settings: The run's settings.
+        extra: The graph's own tools by name (`build_graph(tools=...)`).
+
+    Raises:
+        ToolLoadError: A tools file no longer loads, or one of its tools has the name of one of
+            the graph's own tools.
+    """
+    if not extra and not settings.user_tools:
+        return settings
+    names = list(extra)
+    if settings.user_tools:
+        from ollagraph.tools.user_tools import file_tool_names, user_tools
+
+        files = user_tools(settings.user_tools)
+        for name in extra:
+            if name in files and files[name].original is not extra[name].original:
+                raise ToolLoadError(
+                    f"Tool `{name}` in {files[name].source} clashes with {extra[name].source} "
+                    "(given to build_graph).",
+                    hint="Rename one of them, or load only the others with FILE.py:func1,func2.",
+                )
+        names = file_tool_names(settings.user_tools) + names
+    missing = tuple(dict.fromkeys(n for n in names if n not in settings.tools))
+    return _derived(settings, tools=settings.tools + missing) if missing else settings
+
+
+def routed_settings(state: State, settings: Settings) -> Settings:
+    """The run's settings with `tools` narrowed to what this turn's question was offered.
+
+    Only enabled tools stay: a thread saved under other settings cannot enable one.
+
+    Args:
+        state: The graph state (`offered` is set by the plan node).
+        settings: The run's settings, with the graph's own tools (`with_tools`).
+    """
     offered = state.get("offered")
     if offered is None:
         return settings
-    tools = tuple(offered)
+    tools = tuple(name for name in offered if name in settings.tools)
     if tools == settings.tools:
         return settings
-    if not all(name in ALL_TOOLS for name in tools):
-        return replace(settings, tools=tools)  # refuses the unknown names, as the config does
     return _derived(settings, tools=tools)
 
 
@@ -244,6 +297,8 @@ def build_graph(
     model_factory: ModelFactory | None = None,
     checkpointer: Checkpointer = None,
     name: str = "agent",
+    *,
+    tools: Iterable[Callable[..., Any]] = (),
 ) -> Any:
     """Build and compile the agent graph.
 
@@ -252,13 +307,31 @@ def build_graph(
             Tests pass scripted models here.
         checkpointer: Persists threads (the CLI passes a SQLite saver); None for Studio.
         name: The compiled graph's name.
+        tools: Your own tools: plain typed functions with Google-style docstrings, checked
+            now by the rules of tools files (`ollagraph.tools.user_tools`). Every run of this
+            graph is offered them besides the settings' `tools`, named after the functions.
+
+    Raises:
+        ToolLoadError: A function in `tools` cannot be described to the model, or its name
+            clashes with a built-in tool or an installed package's tool.
     """
+    from ollagraph.tools.user_tools import function_tools
+
     make_model = model_factory or chat_model
+    own_tools = function_tools(tools)
+
+    def settings_of(runtime: Runtime[Settings]) -> Settings:
+        return with_tools(run_settings(runtime), own_tools)
 
     def plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        with using_tools(own_tools):
+            return _plan(state, runtime)
+
+    def _plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         started = time.time() - current_deadline().elapsed()  # wall-clock start of the question
-        offered = select_tools(_question(state), run_settings(runtime).tools)
-        settings = _derived(run_settings(runtime), tools=offered)
+        run = settings_of(runtime)
+        offered = select_tools(_question(state), run.tools)
+        settings = _derived(run, tools=offered)
         settings = within_deadline(settings, current_deadline())
         model, messages = fit_request(
             settings,
@@ -278,12 +351,16 @@ def build_graph(
         }
 
     def act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = routed_settings(state, runtime)
+        with using_tools(own_tools):
+            return _act(state, runtime)
+
+    def _act(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = routed_settings(state, settings_of(runtime))
         deadline = run_deadline(state, settings)
         if deadline.expired():
             return {}  # no new decision: route goes to answer, which says the time ran out
         settings = within_deadline(settings, deadline)
-        specs = tool_specs(settings.tools)
+        specs = tool_specs(settings.tools, settings)
         model = limit_reply(make_model(settings), ACT_TOKENS)
         strategy = (
             call_model(settings, lambda: resolve_strategy(settings, model)) if specs else None
@@ -316,8 +393,12 @@ def build_graph(
             return "tools"
         return "answer"
 
-    def tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        settings = routed_settings(state, runtime)
+    def run_tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        with using_tools(own_tools):
+            return _run_tools(state, runtime)
+
+    def _run_tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
+        settings = routed_settings(state, settings_of(runtime))
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
         decisions = _ask_approvals(last.tool_calls, settings)
@@ -390,7 +471,7 @@ def build_graph(
     builder = StateGraph(State, input_schema=InputState, context_schema=Settings)
     builder.add_node("plan", plan)
     builder.add_node("act", act)
-    builder.add_node("tools", tools)
+    builder.add_node("tools", run_tools)
     builder.add_node("answer", answer)
     builder.add_edge(START, "plan")
     builder.add_edge("plan", "act")

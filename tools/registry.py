@@ -7,13 +7,19 @@ LangChain tool objects for `bind_tools` (LangChain is imported only then, never 
 User tools (`ollagraph.tools.user_tools`: files in `settings.user_tools` and installed packages'
 `ollagraph.tools` entry points) join per run: `available_tools(settings)` is the run's view,
 `lookup`, `tool_specs`, `source` and `summary` take the run's settings too. Entry points are
-scanned on first use, files are reloaded only when they change.
+scanned on first use, files are reloaded only when they change. Functions given to
+`build_graph(tools=[...])` are seen by all of these inside `using_tools(...)`, which the graph's
+nodes enter (a context variable, like the run's settings in `tools.context`), so the prompts, the
+schemas and the runner find them without a process-wide registration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ollagraph.tools.documents import search_documents
@@ -52,14 +58,42 @@ def _spec(name: str) -> StructuredTool:
     return StructuredTool.from_function(TOOLS[name], name=name, parse_docstring=True)
 
 
+_NO_TOOLS: Mapping[str, UserTool] = MappingProxyType({})
+_graph_tools: ContextVar[Mapping[str, UserTool]] = ContextVar(
+    "ollagraph_graph_tools", default=_NO_TOOLS
+)
+
+
+@contextmanager
+def using_tools(tools: Mapping[str, UserTool]) -> Iterator[None]:
+    """Make a graph's own tools (`build_graph(tools=[...])`) known to the registry in this block.
+
+    Args:
+        tools: The tools by name (from `user_tools.function_tools`).
+    """
+    token = _graph_tools.set(MappingProxyType(dict(tools)) if tools else _NO_TOOLS)
+    try:
+        yield
+    finally:
+        _graph_tools.reset(token)
+
+
+def graph_tools() -> Mapping[str, UserTool]:
+    """The graph's own tools in effect here (see `using_tools`); empty outside a graph."""
+    return _graph_tools.get()
+
+
 def _user_tool(name: str, settings: Settings | None) -> UserTool | None:
     from ollagraph.tools.user_tools import find
 
+    given = _graph_tools.get().get(name)
+    if given is not None:
+        return given
     return find(name, settings.user_tools if settings is not None else None)
 
 
 def available_tools(settings: Settings | None = None) -> dict[str, Callable[..., str]]:
-    """Every tool a run can call: built-ins, entry-point tools and the run's tool files.
+    """Every tool a run can call: built-ins, entry points, tool files and the graph's own tools.
 
     Args:
         settings: The run's settings (their `user_tools` files); None: built-ins and
@@ -73,6 +107,7 @@ def available_tools(settings: Settings | None = None) -> dict[str, Callable[...,
     found: dict[str, Callable[..., str]] = dict(TOOLS)
     specs = settings.user_tools if settings is not None else ()
     found.update({name: tool.function for name, tool in user_tools(specs).items()})
+    found.update({name: tool.function for name, tool in _graph_tools.get().items()})
     return found
 
 
@@ -154,7 +189,7 @@ def describe(settings: Settings | None = None) -> list[dict[str, Any]]:
             }
         )
     specs = settings.user_tools if settings is not None else ()
-    for name, tool in user_tools(specs).items():
+    for name, tool in {**user_tools(specs), **_graph_tools.get()}.items():
         rows.append(
             {
                 "name": name,

@@ -5,7 +5,8 @@ that do not fit the schema, a tool that raises, a tool that runs past `tool_time
 `image_timeout`) — becomes an error text that names the tool, the arguments, the error and the
 valid choices, and invites a retry. A result longer than `max_tool_output` is cut with a note.
 Nothing here ends a run, and nothing a tool does or returns changes the run's settings: each call
-gets its own copy of them.
+gets its own copy of them. User tools (files, installed packages, functions given to
+`build_graph(tools=...)`) are found through the registry and run under exactly the same rules.
 
 Tools run on a few reused daemon worker threads (a thread is what lets the run go on when a tool
 ignores its timeout); starting a new thread for every call cost more than the rest of a step.
@@ -29,7 +30,7 @@ from ollagraph.agents.config import IMAGE_TOOLS, Settings
 from ollagraph.agents.deadline import current_deadline
 from ollagraph.agents.errors import OllagraphError, ToolError
 from ollagraph.tools.context import using_settings
-from ollagraph.tools.registry import TOOLS, tool_specs
+from ollagraph.tools.registry import lookup, tool_specs
 from ollagraph.tools.untrusted import close_open_fence
 
 
@@ -178,6 +179,14 @@ def _private_copy(settings: Settings) -> Settings:
     return clone
 
 
+def _callable(name: str, settings: Settings) -> Callable[..., str] | None:
+    """The function behind an enabled tool; None when it is unknown or its file fails to load."""
+    try:
+        return lookup(name, settings)
+    except OllagraphError:
+        return None
+
+
 def _truncate(text: str, limit: int) -> str:
     """Cap a result at `limit` characters, closing a cut untrusted block, with a note."""
     if len(text) <= limit:
@@ -197,7 +206,8 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
         settings: The run's settings (enabled tools, time limit, output cap, data paths).
     """
     start = time.perf_counter()
-    enabled = [t for t in settings.tools if t in TOOLS]
+    functions = {t: f for t in settings.tools if (f := _callable(t, settings)) is not None}
+    enabled = list(functions)
     choices = ", ".join(enabled) or "none"
 
     def failed(message: str, hint: str) -> ToolOutcome:
@@ -205,9 +215,18 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
         return ToolOutcome(content, False, time.perf_counter() - start, message)
 
     if name not in enabled:
+        if name in settings.tools:  # a user tool whose file stopped loading during the run
+            try:
+                lookup(name, settings)
+            except OllagraphError as exc:
+                return failed(
+                    f"`{name}` cannot be loaded: {exc.message}",
+                    f"Use another tool from [{choices}].",
+                )
         return failed(
             f"`{name}` is not a valid tool.", f"Try one of [{choices}] with its arguments."
         )
+    func = functions[name]
     args_json = _args_json(args)
     size = len(args_json)
     if size > settings.max_tool_args:
@@ -216,7 +235,7 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
             f"{settings.max_tool_args}. The call was not run.",
             "Call it again with shorter arguments (a shorter query, fewer values).",
         )
-    spec = tool_specs([name])[0]
+    spec = tool_specs([name], settings)[0]
     call = f"`{name}` with arguments {_shorten(args_json)}"
     if not isinstance(args, dict):
         return failed(f"{call}: arguments must be a JSON object.", "Call it again with an object.")
@@ -245,7 +264,7 @@ def execute(name: str, args: Any, settings: Settings) -> ToolOutcome:
     limit = deadline.cap(own_limit)
     try:
         with using_settings(_private_copy(settings)):  # a tool cannot change the run's settings
-            result = _run_with_timeout(TOOLS[name], kwargs, limit)
+            result = _run_with_timeout(func, kwargs, limit)
     except TimeoutError:
         if limit < own_limit:
             return failed(

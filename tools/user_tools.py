@@ -19,6 +19,8 @@ Sources:
   what every question is offered. A broken entry point is skipped with a warning naming its
   package (in `agent tools`, and in the error for a `tools` name that is not found); the others
   still load.
+- **Python**: functions handed to `build_graph(tools=[...])` (`function_tools`). Their tool names
+  are the functions' `__name__`s; they are enabled in every run of that graph.
 
 Every function is checked when it is loaded, and refused with a `ToolLoadError` naming the
 function, where it came from and the fix, when: it is not a plain function (or not callable), a
@@ -74,8 +76,9 @@ class UserTool:
         name: The name the model calls it by.
         function: The callable the runner calls with keyword arguments; it returns text.
         original: The user's function.
-        kind: "file" or "entry point".
-        origin: The file's path, or "package NAME VERSION (entry point EP)".
+        kind: "file", "entry point" or "python" (given to `build_graph(tools=...)`).
+        origin: The file's path, "package NAME VERSION (entry point EP)", or the function's
+            `module.qualname`.
         spec: The LangChain tool object (schema + description) built from the function.
     """
 
@@ -88,8 +91,10 @@ class UserTool:
 
     @property
     def source(self) -> str:
-        """Where the tool comes from, for listings: `file PATH` or `package NAME (...)`."""
-        return f"file {self.origin}" if self.kind == "file" else self.origin
+        """Where the tool comes from: `file PATH`, `package NAME (...)` or `python MODULE.NAME`."""
+        if self.kind in ("file", "python"):
+            return f"{self.kind} {self.origin}"
+        return self.origin
 
     @property
     def summary(self) -> str:
@@ -296,13 +301,14 @@ def make_tool(func: Any, name: str, kind: str, origin: str) -> UserTool:
     Args:
         func: The user's function.
         name: The name the model will call it by.
-        kind: "file" or "entry point".
-        origin: The file's path, or a description of the package and entry point.
+        kind: "file", "entry point" or "python".
+        origin: The file's path, a description of the package and entry point, or the
+            function's `module.qualname`.
 
     Raises:
         ToolLoadError: The function cannot be described to the model.
     """
-    where = f"file {origin}" if kind == "file" else origin
+    where = f"{kind} {origin}" if kind in ("file", "python") else origin
     check_function(func, name, where)
     function = _text_function(func)
     from langchain_core.tools import StructuredTool
@@ -536,6 +542,52 @@ def entry_point_tools() -> tuple[dict[str, UserTool], list[str]]:
         return tools, problems
 
 
+# -- functions handed over in Python ----------------------------------------------------------
+
+
+def function_tools(functions: Iterable[Any]) -> dict[str, UserTool]:
+    """Check functions given in Python (`build_graph(tools=[...])`) and make them tools.
+
+    Each tool is named after its function's `__name__`. The same rules as for files apply.
+
+    Args:
+        functions: Plain typed functions with Google-style docstrings.
+
+    Returns:
+        The tools by name, in the order given.
+
+    Raises:
+        ToolLoadError: A function cannot be described, or its name clashes with a built-in tool,
+            an installed package's tool or another function given.
+    """
+    from ollagraph.agents.config import ALL_TOOLS
+
+    if callable(functions) and not isinstance(functions, list | tuple):
+        functions = [functions]  # one function given on its own
+    installed = entry_point_tools()[0]
+    found: dict[str, UserTool] = {}
+    for func in functions:
+        name = getattr(func, "__name__", None) or type(func).__name__
+        module = getattr(func, "__module__", None) or "?"
+        origin = f"{module}.{getattr(func, '__qualname__', name)}"
+        tool = make_tool(func, name, "python", origin)
+        previous = found.get(name)
+        if previous is not None and previous.original is func:
+            continue  # the same function twice
+        clash = "a built-in tool" if name in ALL_TOOLS else None
+        if clash is None and name in installed:
+            clash = installed[name].source
+        if clash is None and previous is not None:
+            clash = previous.source
+        if clash:
+            raise ToolLoadError(
+                f"Tool `{name}` in python {origin} clashes with {clash}.",
+                hint="Rename the function (the tool's name is the function's name).",
+            )
+        found[name] = tool
+    return found
+
+
 def clear_caches() -> None:
     """Forget loaded files and the entry-point scan (tests, or after installing a package)."""
     global _scan
@@ -629,6 +681,7 @@ __all__ = [
     "entry_point_tools",
     "file_tool_names",
     "find",
+    "function_tools",
     "load_file",
     "looks_like_file_spec",
     "make_tool",

@@ -156,13 +156,17 @@ def test_langgraph_json_names_the_agent_graph_by_module() -> None:
     assert config["dependencies"] == ["."]
 
 
-def test_studio_runs_the_agent_graph(fake_ollama: FakeOllama, tmp_path: Path) -> None:
+def test_studio_runs_the_agent_graph(
+    fake_ollama: FakeOllama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from langgraph_sdk import get_sync_client
+
+    monkeypatch.delenv("OLLAGRAPH_NATIVE_MIN_PARAMS")  # the served graph reads the environment
 
     count = _sample_duck_count()  # before the server opens the file
     answer = f"There are {count} ducks in the ducks table."
     fake_ollama.enqueue_text("1. Count the rows of the ducks table with sql_query.\n2. Answer.")
-    # Studio runs with the context's defaults, so the 135M model the fake reports is put under
+    # With the default native_min_params, the 135M model the fake reports is put under
     # constrained decoding: the tool call and the decision to answer are JSON decisions.
     fake_ollama.enqueue_text(json.dumps({"tool": "sql_query", "arguments": {"query": QUERY}}))
     fake_ollama.enqueue_text(json.dumps({"final_answer": answer}))

@@ -140,14 +140,6 @@ def test_a_missing_tools_file_and_a_relative_path(
     assert f"Error: Tool file {tmp_path / 'mytools.py'} does not exist." in err
 
 
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True,
-    reason="tools/runner.py must look user tools up through the registry (lead: see the notes); "
-    "remove this marker once it does",
-)
-
-
-@NEEDS_WIRING
 def test_ask_calls_a_user_tool_natively_and_reads_its_result(fake_ollama: FakeOllama) -> None:
     fake_ollama.enqueue_text("1. word_count: count the words\n2. answer")
     fake_ollama.enqueue_tool_call("word_count", {"text": "one two three four"})
@@ -165,7 +157,6 @@ def test_ask_calls_a_user_tool_natively_and_reads_its_result(fake_ollama: FakeOl
     assert chats[2]["messages"][-1]["content"] == "4"
 
 
-@NEEDS_WIRING
 def test_a_failing_user_tool_is_reported_to_the_model_under_constrained_decoding(
     fake_ollama: FakeOllama, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -184,3 +175,42 @@ def test_a_failing_user_tool_is_reported_to_the_model_under_constrained_decoding
     tool_result = json.dumps(chats[2]["messages"])
     assert "`fail_loudly` with arguments" in tool_result
     assert "RuntimeError: boom" in tool_result
+
+
+def test_chat_lists_and_calls_a_user_tool(fake_ollama: FakeOllama) -> None:
+    fake_ollama.enqueue_text("1. tag_items\n2. answer")
+    fake_ollama.enqueue_tool_call("tag_items", {"items": ["a", "b"], "tags": {"a": 2}})
+    fake_ollama.enqueue_text("DONE")
+    fake_ollama.enqueue_text("Tagged: a#2, b#0.")
+    result = CliRunner().invoke(
+        main,
+        ["chat", "--tools", "sql_query", "--tools", f"{GOOD}:tag_items"],
+        input="/tools\nTag a and b, please.\n/exit\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "tag_items: Tag each item with a number." in result.stderr
+    assert "Tagged: a#2, b#0." in result.stdout
+    chats = [c for c in fake_ollama.chat_requests if c.get("messages")]  # not the preload
+    assert [t["function"]["name"] for t in chats[1]["tools"]] == ["sql_query", "tag_items"]
+    assert chats[2]["messages"][-1]["role"] == "tool"
+    assert chats[2]["messages"][-1]["content"] == '["a#2", "b#0"]'
+
+
+def test_ask_calls_an_installed_packages_tool_under_constrained_decoding(
+    fake_ollama: FakeOllama, demo_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(demo_site))
+    monkeypatch.setenv("OLLAGRAPH_TOOL_STRATEGY", "constrained")
+    fake_ollama.enqueue_text("1. count_vowels\n2. answer")
+    fake_ollama.enqueue_text('{"tool": "count_vowels", "arguments": {"text": "Quackers"}}')
+    fake_ollama.enqueue_text('{"final_answer": "DONE"}')
+    fake_ollama.enqueue_text("Quackers has 3 vowels.")
+    code, out, err = invoke("ask", "Vowels in Quackers?", "--tools", "count_vowels", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["answer"] == "Quackers has 3 vowels."
+    [call] = doc["tool_calls"]
+    assert call["name"] == "count_vowels" and call["ok"] and call["output"] == "3"
+    chats = fake_ollama.chat_requests
+    consts = [c["properties"].get("tool") for c in chats[1]["format"]["anyOf"]]
+    assert {"const": "count_vowels"} in consts
