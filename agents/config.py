@@ -136,8 +136,9 @@ class Settings:
         "Most characters of one web result or document chunk shown to the model.", default=1500
     )
     vector_index: bool = _doc(
-        "Build an HNSW index (DuckDB vss) when ingesting into a documents store of 5,000+ "
-        "chunks: about 10x faster searches, slower ingest. Experimental, off by default.",
+        "Build an IVF index (k-means lists inside the store file) when ingesting into a "
+        "documents store of 5,000+ chunks: searches scan only the lists nearest the query. "
+        "Off by default until it meets the benchmark target on 50k chunks.",
         default=False,
     )
     embed_model: str = _doc(
@@ -177,8 +178,11 @@ class Settings:
         default=8192,
     )
     checkpoint_db: str = _doc(
-        "Where chat threads are kept: empty = SQLite under the state directory; a "
-        "postgresql://user:password@host:5432/db URL = PostgreSQL.",
+        "Where chat threads (`agent chat`/`ask` checkpoints) are kept: empty = SQLite "
+        "(threads.sqlite in the state directory); a postgresql://user:password@host:5432/db "
+        "URL = PostgreSQL through LangGraph's PostgresSaver (needs the `postgres` extra; its "
+        "tables are created on first use). Env: OLLAGRAPH_CHECKPOINT_DB. A graph served by "
+        "LangGraph's server uses the server's checkpointer (POSTGRES_URI) instead.",
         default="",
     )
     manage_server: bool = _doc(

@@ -27,19 +27,28 @@ Search (`DocumentStore.query`) is faster than upstream's in two ways:
 - The query vector is inlined as one typed string literal (`'[...]'::FLOAT[384]`, one cast)
   instead of a list of 384 constants or a bound Python list, which cost DuckDB milliseconds to
   parse or bind per query.
-- From `INDEX_MIN_ROWS` chunks on, a writable store builds an HNSW index (DuckDB's `vss`
-  extension, `metric='cosine'`) when its writer finishes (`build_index`, run by `close()` after
-  writes), and queries without metadata filters use it (`ORDER BY array_cosine_distance(...)
-  LIMIT k`). Smaller stores, stores without the index and filtered queries scan exactly.
+- From `INDEX_MIN_ROWS` chunks on, the writer (when it finishes: `build_index`, run by `close()`
+  after writes) trains an IVF index (`tools.store_ivf`, the default): k-means centroids in the
+  table `ivf_centroids` and each chunk's list number in `documents.cluster`. Rows added later
+  get their list on `add` (from the stored centroids); the writer retrains when the store has
+  grown `RETRAIN_GROWTH` times. Queries without metadata filters scan only the `NPROBE` lists
+  nearest to the query vector. Every write is a plain DuckDB transaction, so a killed writer
+  leaves either the old or the new lists; rows without a list (a store written before the
+  index, or by a writer killed before training) make searches exact until the next writer
+  assigns them.
+- With `vector_index='hnsw'` the writer builds an HNSW index (DuckDB's `vss` extension,
+  `metric='cosine'`) instead, used by `ORDER BY array_cosine_distance(...) LIMIT k`.
+  Smaller stores, stores without an index and filtered queries scan exactly.
+  `search_path(query)` says which way a query goes.
 
-Crash safety: `vss` does not replay its index from DuckDB's write-ahead log unless the extension
-is loaded before the database opens, so writes never touch an HNSW-indexed table here. The first
-write of a session drops the index and checkpoints; the writer rebuilds it (and checkpoints) at
-the end. A writer killed in between leaves a store without the index, which is searched exactly
-until the next ingest finishes; a log left by a writer killed after building the index is
-folded into the file by the next `open_store`, with vss loaded first. The index is persisted in
-the file (`hnsw_enable_experimental_persistence`), so read-only searchers load it instead of
-building it.
+HNSW crash safety: `vss` does not replay its index from DuckDB's write-ahead log unless the
+extension is loaded before the database opens, so writes never touch an HNSW-indexed table here.
+The first write of a session drops the index and checkpoints; the writer rebuilds it (and
+checkpoints) at the end. A writer killed in between leaves a store without the index, which is
+searched exactly until the next ingest finishes; a log left by a writer killed after building the
+index is folded into the file by the next `open_store`, with vss loaded first. The index is
+persisted in the file (`hnsw_enable_experimental_persistence`), so read-only searchers load it
+instead of building it.
 
 Importing this module imports llama-index and duckdb; the `search_documents` tool imports it on
 first use.
@@ -75,7 +84,7 @@ from llama_index.vector_stores.duckdb import DuckDBVectorStore
 from llama_index.vector_stores.duckdb.base import DEFAULT_TEXT_SEARCH_CONFIG
 
 from ollagraph.agents.errors import DatabaseError, DocumentStoreError
-from ollagraph.tools import duck
+from ollagraph.tools import duck, store_ivf
 from ollagraph.tools.store_schema import (
     BOOKKEEPING_SQL,
     OUT_OF_SPACE_HINT,
@@ -92,8 +101,10 @@ TABLE = "documents"
 # upstream store loads it for full-text search (from the duckdb-ext-fts wheel), vss for the HNSW
 # index (from the duckdb-ext-vss wheel).
 EXTENSIONS: tuple[str, ...] = ("json", "fts", "vss")
-# Below this many chunks an exact scan is fast (a few ms) and no HNSW index is built.
+# Below this many chunks an exact scan is fast (a few ms) and no index is built.
 INDEX_MIN_ROWS = 5000
+# The kinds of vector index a writer may build (the `vector_index` setting; True means "ivf").
+INDEX_KINDS = ("ivf", "hnsw", "off")
 # HNSW parameters (vss defaults: M 16, ef_construction 128, ef_search 64). An ef_search of 200
 # keeps recall@10 at 0.97 on queries far from any stored vector, for ~1 ms more per query.
 HNSW_OPTIONS: dict[str, int | str] = {"metric": "cosine"}
@@ -125,10 +136,16 @@ class DocumentStore(DuckDBVectorStore):
     # Whether the HNSW index exists (None: not looked up yet), and whether this store wrote.
     _has_index: bool | None = PrivateAttr(default=None)
     _wrote: bool = PrivateAttr(default=False)
-    # Whether this writer may build the index (the `vector_index` setting; off by default).
-    _index_enabled: bool = PrivateAttr(default=False)
+    # Which index this writer builds (the `vector_index` setting: "ivf", "hnsw" or "off").
+    _index_kind: str = PrivateAttr(default="off")
+    # IVF state: the unit centroids (None: none stored; loaded once), whether every row has its
+    # list (None: not looked up since the last write).
+    _centroids: Any = PrivateAttr(default=None)
+    _centroids_loaded: bool = PrivateAttr(default=False)
+    _ivf_ready: bool | None = PrivateAttr(default=None)
 
     index_min_rows: ClassVar[int] = INDEX_MIN_ROWS
+    ivf_nprobe: ClassVar[int] = store_ivf.NPROBE
 
     def __init__(
         self,
@@ -255,7 +272,8 @@ class DocumentStore(DuckDBVectorStore):
                 node_id VARCHAR PRIMARY KEY,
                 text TEXT,
                 embedding {cls._get_embedding_type(embed_dim)},
-                metadata_ JSON
+                metadata_ JSON,
+                cluster INTEGER
             )
             """
         )
@@ -271,10 +289,28 @@ class DocumentStore(DuckDBVectorStore):
             return []
         self._before_write()
         table = self._arrow_rows(nodes)
-        if table is None:  # no fixed dimension, or vectors of mixed lengths: upstream's path
-            return super().add(nodes, **add_kwargs)
-        self.client.from_arrow(table).insert_into(self.table_name)
+        if table is None:  # no fixed dimension, or vectors of mixed lengths: upstream's rows
+            table = pa.Table.from_pylist([self._node_to_arrow_row(node) for node in nodes])
+        else:
+            centroids = self._load_centroids()
+            if centroids is not None:
+                block = store_ivf.embeddings(table.column("embedding"), centroids.shape[1])
+                table = table.append_column("cluster", pa.array(store_ivf.assign(block, centroids)))
+        self._insert(table)
         return [node.node_id for node in nodes]
+
+    def _insert(self, table: pa.Table) -> None:
+        """Insert an Arrow table by column name (a store may or may not have `cluster`)."""
+        cursor = self.client
+        view = f"_ollagraph_rows_{id(table)}"
+        columns = ", ".join(table.column_names)
+        cursor.register(view, table)
+        try:
+            cursor.execute(
+                f"INSERT INTO {self.table_name} ({columns}) SELECT {columns} FROM {view}"
+            )
+        finally:
+            cursor.unregister(view)
 
     def _arrow_rows(self, nodes: Sequence[BaseNode]) -> pa.Table | None:
         """The nodes as one Arrow table whose columns need no conversion in DuckDB.
@@ -356,7 +392,7 @@ class DocumentStore(DuckDBVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Return the `similarity_top_k` nodes most similar (cosine) to the query embedding.
 
-        Uses the HNSW index when the store has one and the query has no metadata filters;
+        Uses the store's index (`search_path`) when the query has no metadata filters;
         otherwise scans exactly. Scores are cosine similarities, as upstream.
 
         Args:
@@ -367,14 +403,60 @@ class DocumentStore(DuckDBVectorStore):
         if not getattr(self._thread_local, "tuned", False):
             cursor.execute(f"SET hnsw_ef_search = {HNSW_EF_SEARCH}")
             self._thread_local.tuned = True
-        rows = cursor.execute(self.query_sql(query)).arrow().to_pylist()
+        path = self.search_path(query)
+        if path == "ivf":
+            rows = self._ivf_rows(cursor, query)
+            if rows is not None:
+                return self._arrow_row_to_query_result(rows)
+            path = "exact"  # the probed lists held fewer than k rows
+        rows = cursor.execute(self.query_sql(query, path=path)).arrow().to_pylist()
         return self._arrow_row_to_query_result(rows)
 
-    def query_sql(self, query: VectorStoreQuery) -> str:
+    def _ivf_rows(
+        self, cursor: duckdb.DuckDBPyConnection, query: VectorStoreQuery
+    ) -> list[dict[str, Any]] | None:
+        """Top-k rows in two steps: ids and distances from the probed lists, then the rows.
+
+        Reading text and metadata in the list scans makes them several times slower; fetching
+        k rows by id afterwards costs about a millisecond. None: fewer than k hits.
+        """
+        hits = [
+            (node, distance)
+            for node, distance in cursor.execute(self.query_sql(query, path="ivf")).fetchall()
+            if distance is not None
+        ]
+        if len(hits) < int(query.similarity_top_k):
+            return None
+        ids = ", ".join("'" + str(node).replace("'", "''") + "'" for node, _ in hits)
+        fetched = cursor.execute(
+            f"SELECT node_id, text, embedding, metadata_ FROM {self.table_name} "
+            f"WHERE node_id IN ({ids})"
+        ).arrow()
+        by_id = {row["node_id"]: row for row in fetched.to_pylist()}
+        return [{**by_id[node], "score": 1 - distance} for node, distance in hits if node in by_id]
+
+    def search_path(self, query: VectorStoreQuery) -> str:
+        """How `query` is answered: "ivf", "hnsw" or "exact" (metadata filters: exact).
+
+        Args:
+            query: The query.
+        """
+        if query.filters is not None and len(query.filters.filters) > 0:
+            return "exact"
+        return self.index_kind() or "exact"
+
+    def index_kind(self) -> str | None:
+        """The index searches use: "hnsw", "ivf" (centroids and every row in a list), or None."""
+        if self.has_index():
+            return "hnsw"
+        return "ivf" if self._ivf_is_ready() else None
+
+    def query_sql(self, query: VectorStoreQuery, *, path: str | None = None) -> str:
         """Return the SQL that `query` runs (EXPLAIN it to see whether the index is used).
 
         Args:
             query: The query; `query_embedding` must be set.
+            path: Force "exact" (or another path); default: `search_path(query)`.
         """
         if query.query_embedding is None:
             raise ValueError("DocumentStore.query needs a query_embedding")
@@ -382,7 +464,21 @@ class DocumentStore(DuckDBVectorStore):
         vector = self._vector_literal(query.query_embedding)
         columns = "node_id, text, embedding, metadata_"
         filtered = query.filters is not None and len(query.filters.filters) > 0
-        if filtered or not self.has_index():
+        path = path or self.search_path(query)
+        if path == "ivf":
+            lists = store_ivf.probes(
+                self._centroids, np.asarray(query.query_embedding), self.ivf_nprobe
+            )
+            source = " UNION ALL ".join(
+                f"SELECT node_id, embedding FROM {self.table_name} WHERE {condition}"
+                for condition in store_ivf.list_filters(lists)
+            )
+            # Ids and distances only (`query` then fetches the k rows by id).
+            sql = (
+                f"SELECT node_id, array_cosine_distance(embedding, {vector}) AS distance "
+                f"FROM ({source}) ORDER BY distance LIMIT {k}"
+            )
+        elif path == "exact":
             if filtered:
                 expression = self._build_metadata_filter_expressions(query.filters)
                 source = f"({self.table.filter(expression).sql_query()})"
@@ -427,25 +523,34 @@ class DocumentStore(DuckDBVectorStore):
             self._has_index = bool(row and row[0])
         return self._has_index
 
-    def build_index(self, *, force: bool = False) -> bool:
-        """Build the HNSW index if the store is big enough and has none; checkpoint it to disk.
+    def build_index(self, *, force: bool = False, kind: str | None = None) -> bool:
+        """Build or update this writer's index kind if the store is big enough.
 
         `close()` runs this after a session that wrote. Run it on a writable store only.
+        IVF (`train_ivf`): train centroids when there are none or the store has grown
+        `RETRAIN_GROWTH` times since, else give rows without a list theirs. HNSW: build the
+        index if there is none, and checkpoint it to disk.
 
         Args:
-            force: Build it whatever the number of chunks.
+            force: Build it whatever the number of chunks (and the setting).
+            kind: "ivf" or "hnsw"; default: the kind the store was opened with.
 
         Returns:
-            Whether the store has the index now.
+            Whether searches use an index now.
 
         Raises:
             DocumentStoreError: DuckDB refused (a read-only store, a full disk, ...).
         """
+        kind = kind or self._index_kind
+        if force and kind == "off":
+            kind = "ivf"
+        if self.embed_dim is None or kind == "off":
+            return self.index_kind() is not None
+        if kind == "ivf":
+            return self._update_ivf(force=force)
         if self.has_index():
             return True
-        if self.embed_dim is None or (
-            not force and (not self._index_enabled or self.count() < self.index_min_rows)
-        ):
+        if not force and self.count() < self.index_min_rows:
             return False
         options = ", ".join(
             f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}"
@@ -483,9 +588,144 @@ class DocumentStore(DuckDBVectorStore):
         with suppress(duckdb.Error):  # another cursor's open transaction; the WAL holds the drop
             cursor.execute("CHECKPOINT")
 
+    # -- the IVF index --------------------------------------------------------------------------
+
+    def _load_centroids(self) -> np.ndarray | None:
+        """The stored unit centroids (None when the store has none), read once per store."""
+        if not self._centroids_loaded:
+            centroids = None
+            cursor = self.client
+            if table_exists(cursor, store_ivf.CENTROIDS_TABLE) and self.embed_dim:
+                table = cursor.execute(
+                    f"SELECT centroid FROM {store_ivf.CENTROIDS_TABLE} ORDER BY cluster"
+                ).arrow()
+                if table.num_rows:
+                    centroids = store_ivf.embeddings(table.column("centroid"), self.embed_dim)
+            self._centroids, self._centroids_loaded = centroids, True
+        return self._centroids
+
+    def _has_cluster_column(self) -> bool:
+        return "cluster" in self.client.table(self.table_name).columns
+
+    def _ivf_is_ready(self) -> bool:
+        """Whether the store has centroids and every chunk has its list (cached until a write)."""
+        if self._ivf_ready is None:
+            ready = self._load_centroids() is not None and self._has_cluster_column()
+            if ready:
+                row = self.client.execute(
+                    f"SELECT count(*) FROM {self.table_name} WHERE cluster IS NULL"
+                ).fetchone()
+                ready = bool(row) and row[0] == 0  # type: ignore[index]
+            self._ivf_ready = ready
+        return self._ivf_ready
+
+    def _update_ivf(self, *, force: bool) -> bool:
+        """Train (or retrain) the IVF lists, or assign rows left without one; see build_index."""
+        rows = self.count()
+        trained = int(self.meta().get("ivf_rows", "0") or 0)
+        centroids = self._load_centroids()
+        if centroids is None or not self._has_cluster_column():
+            if not force and rows < self.index_min_rows:
+                return False
+            self.train_ivf()
+        elif rows >= store_ivf.RETRAIN_GROWTH * max(trained, 1):
+            self.train_ivf()
+        elif not self._ivf_is_ready():
+            self._write_ivf(centroids, only_missing=True)
+        return self._ivf_is_ready()
+
+    def train_ivf(self) -> None:
+        """Train the IVF centroids on a sample of the chunks and put every chunk in its list.
+
+        One transaction (centroids table, `cluster` column added to a store made before the
+        index, every row's list), then a checkpoint; a writer killed before the commit leaves
+        the previous state.
+
+        Raises:
+            DocumentStoreError: DuckDB refused (a read-only store, a full disk, ...).
+        """
+        assert self.embed_dim is not None
+        rows = self.count()
+        nlist = store_ivf.nlist_for(rows)
+        size = min(store_ivf.MAX_TRAIN_ROWS, store_ivf.TRAIN_POINTS_PER_LIST * nlist)
+        sample = self.client.execute(
+            f"SELECT embedding FROM {self.table_name} WHERE embedding IS NOT NULL "
+            f"USING SAMPLE reservoir({size} ROWS) REPEATABLE ({store_ivf.SEED})"
+        ).arrow()
+        if sample.num_rows == 0:
+            return
+        vectors = store_ivf.embeddings(sample.column("embedding"), self.embed_dim)
+        self._write_ivf(store_ivf.train(vectors, nlist), only_missing=False, rows=rows)
+
+    def _write_ivf(self, centroids: np.ndarray, *, only_missing: bool, rows: int = 0) -> None:
+        """Store `centroids` (unless only_missing) and give rows their nearest list."""
+        dim = centroids.shape[1]
+        where = "embedding IS NOT NULL" + (" AND cluster IS NULL" if only_missing else "")
+        try:
+            with self.transaction() as cursor:
+                if not self._has_cluster_column():
+                    cursor.execute(f"ALTER TABLE {self.table_name} ADD COLUMN cluster INTEGER")
+                reader = cursor.execute(
+                    f"SELECT rowid AS id, embedding FROM {self.table_name} WHERE {where}"
+                ).fetch_record_batch(65_536)
+                ids, labels = [], []
+                for batch in reader:
+                    ids.append(batch.column(0).to_numpy())
+                    labels.append(
+                        store_ivf.assign(store_ivf.embeddings(batch.column(1), dim), centroids)
+                    )
+                lists = pa.table(
+                    {
+                        "id": pa.array(np.concatenate(ids) if ids else [], pa.int64()),
+                        "cluster": pa.array(np.concatenate(labels) if labels else [], pa.int32()),
+                    }
+                )
+                cursor.register("_ollagraph_lists", lists)
+                cursor.execute(
+                    f"UPDATE {self.table_name} SET cluster = l.cluster FROM _ollagraph_lists l "
+                    f"WHERE {self.table_name}.rowid = l.id"
+                )
+                cursor.unregister("_ollagraph_lists")
+                # Rows without a vector never match a query; -1 marks them as placed.
+                cursor.execute(
+                    f"UPDATE {self.table_name} SET cluster = -1 "
+                    "WHERE embedding IS NULL AND cluster IS NULL"
+                )
+                if not only_missing:
+                    flat = pa.array(centroids.reshape(-1), pa.float32())
+                    table = pa.table(
+                        {
+                            "cluster": pa.array(np.arange(len(centroids)), pa.int32()),
+                            "centroid": pa.FixedSizeListArray.from_arrays(flat, dim),
+                        }
+                    )
+                    cursor.execute(
+                        f"CREATE OR REPLACE TABLE {store_ivf.CENTROIDS_TABLE} "
+                        f"(cluster INTEGER PRIMARY KEY, centroid FLOAT[{dim}])"
+                    )
+                    cursor.register("_ollagraph_centroids", table)
+                    cursor.execute(
+                        f"INSERT INTO {store_ivf.CENTROIDS_TABLE} "
+                        "SELECT * FROM _ollagraph_centroids"
+                    )
+                    cursor.unregister("_ollagraph_centroids")
+                    self.set_meta("ivf_rows", str(rows))
+                    self.set_meta("ivf_nlist", str(len(centroids)))
+        except duckdb.Error as exc:
+            self._centroids_loaded, self._ivf_ready = False, None
+            raise DocumentStoreError(
+                f"Building the vector index of documents store {self.path} failed "
+                f"(searches scan exactly instead): {exc}",
+                hint=OUT_OF_SPACE_HINT if is_out_of_space(exc) else None,
+            ) from None
+        self._centroids, self._centroids_loaded, self._ivf_ready = centroids, True, None
+        with suppress(duckdb.Error):
+            self.client.execute("CHECKPOINT")
+
     def _before_write(self) -> None:
         """Note the write; outside a transaction, drop the HNSW index first."""
         self._wrote = True
+        self._ivf_ready = None
         if not getattr(self._thread_local, "in_transaction", False):
             self.drop_index()
 
@@ -601,9 +841,9 @@ class DocumentStore(DuckDBVectorStore):
     def close(self) -> None:
         """Close this store's cursors, and its connection when the store opened it.
 
-        After a session that wrote (and ended without an exception in flight), first build the
-        HNSW index when the store is big enough (`build_index`); a failure there only means
-        searches scan exactly, so it is not raised.
+        After a session that wrote (and ended without an exception in flight), first build or
+        update the index when the store is big enough (`build_index`); a failure there only
+        means searches scan exactly, so it is not raised.
         """
         if self._wrote and not self._closed and sys.exc_info()[0] is None:
             self._wrote = False
@@ -626,6 +866,7 @@ __all__ = [
     "EXTENSIONS",
     "HNSW_EF_SEARCH",
     "HNSW_OPTIONS",
+    "INDEX_KINDS",
     "INDEX_MIN_ROWS",
     "OUT_OF_SPACE_HINT",
     "SCHEMA_VERSION",

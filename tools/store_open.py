@@ -20,6 +20,7 @@ from ollagraph.tools import duck
 from ollagraph.tools.store import (
     BOOKKEEPING_SQL,
     EXTENSIONS,
+    INDEX_KINDS,
     OUT_OF_SPACE_HINT,
     SCHEMA_VERSION,
     TABLE,
@@ -63,7 +64,7 @@ def open_store(
     embed_dim: int | None = None,
     embed_model_name: str | None = None,
     read_only: bool = False,
-    vector_index: bool = False,
+    vector_index: bool | str = False,
 ) -> DocumentStore:
     """Open (or create) the documents store at `path` and check its embedding model.
 
@@ -75,9 +76,9 @@ def open_store(
         embed_model_name: The embedding model's spec (`minilm`, `ollama:NAME:TAG`); an
             existing store made with another model is refused. None skips the check.
         read_only: Open without write access (several processes may search at once).
-        vector_index: Let this writer build an HNSW index when it closes a store of
-            `INDEX_MIN_ROWS`+ chunks (the `vector_index` setting). Searchers use an index
-            whenever the file has one.
+        vector_index: The index this writer builds or updates when it closes a store of
+            `INDEX_MIN_ROWS`+ chunks: "ivf" (or True), "hnsw", or "off" (or False); the
+            `vector_index` setting. Searchers use an index whenever the file has one.
 
     Returns:
         The open store; call `close()` when done with it.
@@ -86,6 +87,7 @@ def open_store(
         DocumentStoreError: The file is missing (without `create`), corrupt, not a documents
             store, made by a newer ollagraph, locked, or built with another embedding model.
     """
+    kind = index_kind(vector_index)
     file = Path(path).expanduser()
     if file.is_dir():
         raise DocumentStoreError(
@@ -124,8 +126,22 @@ def open_store(
             _remove_database(file)
         raise
     store._owns_connection = True
-    store._index_enabled = vector_index
+    store._index_kind = kind
     return store
+
+
+def index_kind(setting: bool | str) -> str:
+    """The index kind a `vector_index` value names: True is "ivf", False is "off".
+
+    Raises:
+        ValueError: Neither a bool nor one of `INDEX_KINDS`.
+    """
+    if isinstance(setting, bool):
+        return "ivf" if setting else "off"
+    kind = str(setting).strip().lower()
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"vector_index must be one of {', '.join(INDEX_KINDS)}, not {setting!r}")
+    return kind
 
 
 def _attach(file: Path, *, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -241,4 +257,4 @@ def _check_or_init(
     return meta
 
 
-__all__ = ["open_store"]
+__all__ = ["index_kind", "open_store"]
