@@ -351,11 +351,10 @@ def models_pull(name: str, config_file: str | None, ollama_host: str | None) -> 
 def models_show(name: str | None, config_file: str | None, ollama_host: str | None) -> None:
     """Show NAME's capabilities, context length and how ollagraph calls tools with it."""
     from ollagraph.agents.readiness import model_info
+    from ollagraph.agents.strategy import strategy_for
 
     settings = _server_settings(config_file, ollama_host=ollama_host)
     info = model_info(settings, model=name)
-    from ollagraph.agents.strategy import strategy_for
-
     native = strategy_for(info, settings) == "native"
     strategy = "native tool calls" if native else "constrained JSON decisions"
     rows = [
