@@ -137,9 +137,16 @@ class Settings:
     )
     vector_index: bool = _doc(
         "Build an IVF index (k-means lists inside the store file) when ingesting into a "
-        "documents store of 5,000+ chunks: searches scan only the lists nearest the query. "
-        "Off by default until it meets the benchmark target on 50k chunks.",
+        "documents store of 5,000+ chunks; it serves searches of stores too big for "
+        "vector_cache_mb, which scan only the lists nearest the query. Off by default: its "
+        "training makes ingest slower.",
         default=False,
+    )
+    vector_cache_mb: int = _doc(
+        "Most memory (MB) for the in-memory copy of a documents store's vectors that searches "
+        "scan exactly (a matrix product per query); larger stores are searched in DuckDB "
+        "(through the IVF index if the store has one). 0 turns it off.",
+        default=512,
     )
     embed_model: str = _doc(
         "Embedding model for documents: 'minilm' (bundled all-MiniLM-L6-v2, offline) "

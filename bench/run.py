@@ -92,7 +92,13 @@ def _vector_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
     judged = size >= 50_000  # the target is for 50k chunks
     recall = float(item["ours_recall"])
     where = f"{size:,} chunks, 384-d; ollagraph's store vs stock DuckDBVectorStore"
-    index = "HNSW" if item.get("ours_indexed") else "exact"
+    index = "in-memory matrix, exact" if item.get("ours_matrix") else "SQL scan"
+    cold = (
+        f"first query (cold: loads the in-memory matrix) at {size:,} chunks: ollagraph "
+        f"{float(item['ours_cold_ms']):.0f} ms, stock {float(item['stock_cold_ms']):.0f} ms"
+        if "ours_cold_ms" in item
+        else ""
+    )
     return [
         row(
             "vector",
@@ -114,6 +120,7 @@ def _vector_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
             target=0.2 if judged else None,
             extra_pass=recall >= 0.95,
             target_text="≤ 0.2× (≥ 5× faster) at recall@10 ≥ 0.95" if judged else None,
+            note=cold,
         ),
         row(
             "vector",

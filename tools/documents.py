@@ -149,7 +149,13 @@ def _index_for(path: Path, settings: Settings) -> Any:
         from ollagraph.tools.embeddings import get_embed_model
         from ollagraph.tools.store_open import open_store
 
-        store = open_store(path, create=False, embed_model_name=key[1], read_only=True)
+        store = open_store(
+            path,
+            create=False,
+            embed_model_name=key[1],
+            read_only=True,
+            vector_cache_mb=settings.vector_cache_mb,
+        )
         try:
             index = VectorStoreIndex.from_vector_store(store, embed_model=get_embed_model(settings))
         except BaseException:

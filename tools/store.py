@@ -22,8 +22,21 @@ A documents store is one DuckDB file with three tables:
 Writes (`DocumentStore.add`) hand DuckDB one Arrow table whose vectors are a float32 block in
 the column's own layout (upstream: lists of doubles cast row by row).
 
-Search (`DocumentStore.query`) is faster than upstream's in two ways:
+Search (`DocumentStore.query`) is faster than upstream's in three ways:
 
+- Unfiltered queries search an in-memory copy of the vectors (`tools.store_matrix`): on the
+  first one, every vector and node id is read through Arrow into one contiguous unit-length
+  float32 matrix; each query is then one matrix-vector product and an `argpartition`, and the
+  top rows (with near-ties) are ranked and fetched by DuckDB by id. Exact (the same ids, order
+  and scores as the SQL scan), ~10-20 ms at 50k chunks on 2 busy cores (the product reads all
+  77 MB). The matrix lives as long as the store object. Writes through the store drop it, and
+  every query first compares a token of the data (chunk count, plus a `data_version` that
+  writers set in `meta` when they commit a delete) with the matrix's, so
+  another store object on the same file in this process never serves stale results. Other
+  processes cannot change the file while it is open: DuckDB locks it (a searcher's read-only
+  open blocks writers, a writer blocks everyone). Stores whose vectors would take more than
+  `vector_cache_mb` (default 512 MB, about 350k 384-d chunks; 0 turns the matrix off) are
+  searched through the index below, if any, else by the exact SQL scan; so are filtered queries.
 - The query vector is inlined as one typed string literal (`'[...]'::FLOAT[384]`, one cast)
   instead of a list of 384 constants or a bound Python list, which cost DuckDB milliseconds to
   parse or bind per query.
@@ -60,11 +73,12 @@ import json
 import math
 import sys
 import threading
+import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import duckdb
 import numpy as np
@@ -84,7 +98,8 @@ from llama_index.vector_stores.duckdb import DuckDBVectorStore
 from llama_index.vector_stores.duckdb.base import DEFAULT_TEXT_SEARCH_CONFIG
 
 from ollagraph.agents.errors import DatabaseError, DocumentStoreError
-from ollagraph.tools import duck, store_ivf
+from ollagraph.tools import duck, store_ivf, store_matrix
+from ollagraph.tools.store_matrix import VectorMatrix, matrix_bytes
 from ollagraph.tools.store_schema import (
     BOOKKEEPING_SQL,
     OUT_OF_SPACE_HINT,
@@ -109,6 +124,10 @@ INDEX_KINDS = ("ivf", "hnsw", "off")
 # keeps recall@10 at 0.97 on queries far from any stored vector, for ~1 ms more per query.
 HNSW_OPTIONS: dict[str, int | str] = {"metric": "cosine"}
 HNSW_EF_SEARCH = 200  # set per cursor (SET hnsw_ef_search) before its first query
+# Most memory (MB) the in-memory matrix may take (the `vector_cache_mb` setting); 0: never.
+VECTOR_CACHE_MB = 512
+# The `meta` key writers set (to a fresh random value) when they commit a change of chunks.
+DATA_VERSION_KEY = "data_version"
 
 
 class DocumentStore(DuckDBVectorStore):
@@ -143,8 +162,15 @@ class DocumentStore(DuckDBVectorStore):
     _centroids: Any = PrivateAttr(default=None)
     _centroids_loaded: bool = PrivateAttr(default=False)
     _ivf_ready: bool | None = PrivateAttr(default=None)
+    # The in-memory matrix (None: not loaded, dropped by a write, or over the cap), this store's
+    # cap in MB (None: the class's `vector_cache_mb`), and whether the store has `meta`.
+    _matrix: VectorMatrix | None = PrivateAttr(default=None)
+    _matrix_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _cache_mb: int | None = PrivateAttr(default=None)
+    _has_meta: bool | None = PrivateAttr(default=None)
 
     index_min_rows: ClassVar[int] = INDEX_MIN_ROWS
+    vector_cache_mb: ClassVar[int] = VECTOR_CACHE_MB
     ivf_nprobe: ClassVar[int] = store_ivf.NPROBE
 
     def __init__(
@@ -297,6 +323,7 @@ class DocumentStore(DuckDBVectorStore):
                 block = store_ivf.embeddings(table.column("embedding"), centroids.shape[1])
                 table = table.append_column("cluster", pa.array(store_ivf.assign(block, centroids)))
         self._insert(table)
+        self._after_write(changed=False)
         return [node.node_id for node in nodes]
 
     def _insert(self, table: pa.Table) -> None:
@@ -367,6 +394,7 @@ class DocumentStore(DuckDBVectorStore):
         """
         self._before_write()
         super().delete_nodes(node_ids=node_ids, filters=filters, **delete_kwargs)
+        self._after_write()
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete the nodes of one source document.
@@ -377,6 +405,7 @@ class DocumentStore(DuckDBVectorStore):
         """
         self._before_write()
         super().delete(ref_doc_id, **delete_kwargs)
+        self._after_write()
 
     def clear(self, **clear_kwargs: Any) -> None:
         """Delete every node.
@@ -386,14 +415,16 @@ class DocumentStore(DuckDBVectorStore):
         """
         self._before_write()
         super().clear(**clear_kwargs)
+        self._after_write()
 
     # -- search ---------------------------------------------------------------------------------
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Return the `similarity_top_k` nodes most similar (cosine) to the query embedding.
 
-        Uses the store's index (`search_path`) when the query has no metadata filters;
-        otherwise scans exactly. Scores are cosine similarities, as upstream.
+        Without metadata filters: the in-memory matrix (exact), or past its memory cap the
+        store's index, if any (`search_path`); with filters, an exact scan. Scores are cosine
+        similarities, as upstream; ties go to the smaller node id.
 
         Args:
             query: The query; `query_embedding` must be set.
@@ -404,6 +435,11 @@ class DocumentStore(DuckDBVectorStore):
             cursor.execute(f"SET hnsw_ef_search = {HNSW_EF_SEARCH}")
             self._thread_local.tuned = True
         path = self.search_path(query)
+        if path == "matrix":
+            rows = self._matrix_rows(cursor, query)
+            if rows is not None:
+                return self._arrow_row_to_query_result(rows)
+            path = self._sql_path(query)  # over the cap, or a vector of the wrong length
         if path == "ivf":
             rows = self._ivf_rows(cursor, query)
             if rows is not None:
@@ -435,12 +471,115 @@ class DocumentStore(DuckDBVectorStore):
         by_id = {row["node_id"]: row for row in fetched.to_pylist()}
         return [{**by_id[node], "score": 1 - distance} for node, distance in hits if node in by_id]
 
+    def _matrix_rows(
+        self, cursor: duckdb.DuckDBPyConnection, query: VectorStoreQuery
+    ) -> list[dict[str, Any]] | None:
+        """Top-k rows from the in-memory matrix, then fetched by id; None: use SQL instead."""
+        if query.query_embedding is None:
+            raise ValueError("DocumentStore.query needs a query_embedding")
+        vector = np.asarray(query.query_embedding, dtype=np.float64)
+        if vector.shape != (self.embed_dim,):
+            return None  # the SQL path raises DuckDB's own error about the length
+        if not np.isfinite(vector).all():
+            raise ValueError("the query embedding holds NaN or infinite values")
+        matrix = self.vector_matrix(cursor)
+        if matrix is None:
+            return None
+        k = int(query.similarity_top_k)
+        hits = matrix.search(vector, k, margin=store_matrix.MARGIN)
+        if len(hits) > store_matrix.MAX_CANDIDATES:
+            return None
+        if not hits:
+            return []
+        # The candidates (the top k and near-ties) ranked by the exact scan's own expression.
+        ids = ", ".join("'" + node.replace("'", "''") + "'" for node, _ in hits)
+        literal = duck.vector_literal(vector.tolist(), self.embed_dim)
+        columns = "node_id, text, embedding, metadata_"
+        return cast(
+            list[dict[str, Any]],
+            cursor.execute(
+                f"SELECT {columns}, score FROM (SELECT {columns}, "
+                f"array_cosine_similarity(embedding, {literal}) AS score FROM {self.table_name} "
+                f"WHERE node_id IN ({ids})) "
+                f"WHERE score IS NOT NULL ORDER BY score DESC, node_id LIMIT {k}"
+            )
+            .arrow()
+            .to_pylist(),
+        )
+
+    def vector_matrix(self, cursor: duckdb.DuckDBPyConnection | None = None) -> VectorMatrix | None:
+        """The in-memory matrix of the store's vectors, loaded or reloaded if the data changed.
+
+        Args:
+            cursor: The cursor to read with (default: this thread's).
+
+        Returns:
+            The matrix; None when the matrix is off (`vector_cache_mb` 0, no fixed dimension)
+            or the vectors would take more than `vector_cache_mb`.
+        """
+        cap = self.cache_mb
+        if cap <= 0 or self.embed_dim is None:
+            return None
+        cursor = cursor or self.client
+        token = self._data_token(cursor)
+        matrix = self._matrix
+        if matrix is not None and matrix.token == token:
+            return matrix
+        if matrix_bytes(token[0], self.embed_dim) > cap * 2**20:
+            self._matrix = None
+            return None
+        with self._matrix_lock:  # one thread loads; the others wait for its matrix
+            matrix = self._matrix
+            if matrix is None or matrix.token != token:
+                matrix = VectorMatrix.load(
+                    cursor, self.table_name, self.embed_dim, token, capacity=token[0]
+                )
+                self._matrix = matrix
+        return matrix
+
+    @property
+    def cache_mb(self) -> int:
+        """The memory cap (MB) of the in-memory matrix: `open_store`'s, else the class's."""
+        return type(self).vector_cache_mb if self._cache_mb is None else self._cache_mb
+
+    def _data_token(self, cursor: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+        """The chunk count and the writers' `data_version`: what a matrix is valid for.
+
+        Read before the vectors, so a write in between makes the next query reload.
+        """
+        if self._has_meta is None:
+            self._has_meta = table_exists(cursor, "meta")
+        if self._has_meta:
+            sql = (
+                f"SELECT (SELECT count(*) FROM {self.table_name}), "
+                f"(SELECT max(value) FROM meta WHERE key = '{DATA_VERSION_KEY}')"
+            )
+        else:
+            sql = f"SELECT count(*), NULL FROM {self.table_name}"
+        # fetchall, not fetchone: a result left streaming keeps a transaction open on the cursor.
+        [(count, version)] = cursor.execute(sql).fetchall()
+        return int(count), str(version or "")
+
     def search_path(self, query: VectorStoreQuery) -> str:
-        """How `query` is answered: "ivf", "hnsw" or "exact" (metadata filters: exact).
+        """How `query` is answered: "matrix", "ivf", "hnsw" or "exact" (filters: exact).
+
+        "matrix" (the in-memory exact search) unless it is off or the store's vectors are
+        over the cap (`vector_cache_mb`); then the index, if any (`index_kind`).
 
         Args:
             query: The query.
         """
+        if query.filters is not None and len(query.filters.filters) > 0:
+            return "exact"
+        if self.cache_mb > 0 and self.embed_dim is not None:
+            matrix = self._matrix
+            rows = matrix.rows if matrix is not None else self.count()
+            if matrix_bytes(rows, self.embed_dim) <= self.cache_mb * 2**20:
+                return "matrix"
+        return self._sql_path(query)
+
+    def _sql_path(self, query: VectorStoreQuery) -> str:
+        """The way SQL answers `query`: the index ("ivf", "hnsw") or "exact"."""
         if query.filters is not None and len(query.filters.filters) > 0:
             return "exact"
         return self.index_kind() or "exact"
@@ -456,7 +595,9 @@ class DocumentStore(DuckDBVectorStore):
 
         Args:
             query: The query; `query_embedding` must be set.
-            path: Force "exact" (or another path); default: `search_path(query)`.
+            path: Force "exact" (or another path); default: the way SQL answers it (the
+                index, if any, else "exact"; unfiltered queries usually take the in-memory
+                matrix instead, see `search_path`).
         """
         if query.query_embedding is None:
             raise ValueError("DocumentStore.query needs a query_embedding")
@@ -464,7 +605,8 @@ class DocumentStore(DuckDBVectorStore):
         vector = self._vector_literal(query.query_embedding)
         columns = "node_id, text, embedding, metadata_"
         filtered = query.filters is not None and len(query.filters.filters) > 0
-        path = path or self.search_path(query)
+        if path is None or path == "matrix":
+            path = self._sql_path(query)
         if path == "ivf":
             lists = store_ivf.probes(
                 self._centroids, np.asarray(query.query_embedding), self.ivf_nprobe
@@ -487,7 +629,7 @@ class DocumentStore(DuckDBVectorStore):
             sql = (
                 f"SELECT {columns}, score FROM (SELECT {columns}, "
                 f"array_cosine_similarity(embedding, {vector}) AS score FROM {source}) "
-                f"WHERE score IS NOT NULL ORDER BY score DESC LIMIT {k}"
+                f"WHERE score IS NOT NULL ORDER BY score DESC, node_id LIMIT {k}"
             )
         else:
             # The index serves `ORDER BY array_cosine_distance(column, constant) LIMIT k`.
@@ -726,8 +868,30 @@ class DocumentStore(DuckDBVectorStore):
         """Note the write; outside a transaction, drop the HNSW index first."""
         self._wrote = True
         self._ivf_ready = None
+        self._matrix = None
         if not getattr(self._thread_local, "in_transaction", False):
             self.drop_index()
+
+    def _after_write(self, *, changed: bool = True) -> None:
+        """Drop this store's matrix; after a change of rows, set a new `data_version`.
+
+        Inserts alone need no new version: they raise the chunk count, the other half of the
+        data token. Deletes get one (at commit, inside a transaction), so a delete plus as
+        many inserts is never mistaken for the old data.
+        """
+        self._matrix = None
+        if not changed:
+            return
+        if getattr(self._thread_local, "in_transaction", False):
+            self._thread_local.version_pending = True
+        else:
+            self._set_data_version()
+
+    def _set_data_version(self) -> None:
+        if self._has_meta is None:
+            self._has_meta = table_exists(self.client, "meta")
+        if self._has_meta:
+            self.set_meta(DATA_VERSION_KEY, uuid.uuid4().hex)
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -745,14 +909,19 @@ class DocumentStore(DuckDBVectorStore):
         cursor = self.client
         cursor.begin()
         self._thread_local.in_transaction = True
+        self._thread_local.version_pending = False
         try:
             yield cursor
+            if self._thread_local.version_pending:
+                self._set_data_version()
         except BaseException:
             with suppress(duckdb.Error):  # keep the error that caused the rollback
                 cursor.rollback()
             raise
         finally:
             self._thread_local.in_transaction = False
+            self._thread_local.version_pending = False
+            self._matrix = None  # it may hold rows of the transaction
         cursor.commit()
 
     def meta(self) -> dict[str, str]:

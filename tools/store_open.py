@@ -65,6 +65,7 @@ def open_store(
     embed_model_name: str | None = None,
     read_only: bool = False,
     vector_index: bool | str = False,
+    vector_cache_mb: int | None = None,
 ) -> DocumentStore:
     """Open (or create) the documents store at `path` and check its embedding model.
 
@@ -79,6 +80,9 @@ def open_store(
         vector_index: The index this writer builds or updates when it closes a store of
             `INDEX_MIN_ROWS`+ chunks: "ivf" (or True), "hnsw", or "off" (or False); the
             `vector_index` setting. Searchers use an index whenever the file has one.
+        vector_cache_mb: Most memory (MB) the in-memory copy of the vectors that unfiltered
+            searches use may take; larger stores are searched through SQL. 0 turns it off;
+            None: `DocumentStore.vector_cache_mb` (512). The `vector_cache_mb` setting.
 
     Returns:
         The open store; call `close()` when done with it.
@@ -125,8 +129,14 @@ def open_store(
         if not exists:  # a half-created store would be refused as "not a documents store"
             _remove_database(file)
         raise
+    # `fetchone` leaves its result streaming, and with it a transaction open on `conn`, until the
+    # next statement there; an old open transaction makes a CHECKPOINT from the store's cursors
+    # fail ("other write transactions active") once rows were updated or deleted. Finish it.
+    with suppress(duckdb.Error):
+        conn.execute("SELECT 1").fetchall()
     store._owns_connection = True
     store._index_kind = kind
+    store._cache_mb = vector_cache_mb
     return store
 
 

@@ -111,12 +111,12 @@ def load_extensions(conn: duckdb.DuckDBPyConnection, names: Sequence[str]) -> No
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
     """Whether the connection's own database has a table called `name`."""
-    row = conn.execute(
+    rows = conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = current_schema() AND table_name = ?",
         [name],
-    ).fetchone()
-    return bool(row and row[0])
+    ).fetchall()  # all: a half-read result keeps its transaction open and blocks CHECKPOINT
+    return bool(rows and rows[0][0])
 
 
 __all__ = [

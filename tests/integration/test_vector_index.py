@@ -1,6 +1,8 @@
-"""The documents store's vector indexes (IVF, the default, and HNSW): built by writers, crash-safe.
+"""The documents store's vector indexes (IVF and HNSW): built by writers, crash-safe.
 
 Vectors are synthetic (seeded, clustered 384-d unit vectors), so no embedding model runs.
+Unfiltered searches take the in-memory matrix first (`test_vector_matrix.py`); here it is off
+(`vector_cache_mb = 0`), as for stores over its memory cap, so searches use the indexes.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ def ask(store: DocumentStore, vector: np.ndarray, k: int = 10, **kwargs: object)
 def plan(store: DocumentStore, vector: np.ndarray, **kwargs: object) -> str:
     query = VectorStoreQuery(query_embedding=vector.tolist(), similarity_top_k=10, **kwargs)  # type: ignore[arg-type]
     return str(store.client.execute("EXPLAIN " + store.query_sql(query)).fetchall()[0][1])
+
+
+@pytest.fixture(autouse=True)
+def _no_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DocumentStore, "vector_cache_mb", 0)
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +288,7 @@ def test_without_the_setting_a_writer_builds_no_index(
         store.close()
 
 
-# -- the IVF index (the default) ---------------------------------------------------------------
+# -- the IVF index ---------------------------------------------------------------------------
 
 
 def near(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
