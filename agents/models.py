@@ -151,15 +151,14 @@ def fit_request(
     from ollagraph.agents.context_window import plan_context
     from ollagraph.agents.readiness import model_info
 
-    if is_chat_openai(model):
-        info = call_model(settings, lambda: model_info(settings))
-        plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
-        return model, list(plan.messages)
-    if not isinstance(model, ChatOllama):
+    is_ollama = isinstance(model, ChatOllama)
+    if not is_ollama and not is_chat_openai(model):
         return model, list(messages)
     info = call_model(settings, lambda: model_info(settings))
     plan = plan_context(info, messages, tools_chars=tools_chars, cap=settings.num_ctx_cap)
-    return model.model_copy(update={"num_ctx": plan.num_ctx}), list(plan.messages)
+    if is_ollama:
+        model = model.model_copy(update={"num_ctx": plan.num_ctx})
+    return model, list(plan.messages)
 
 
 def is_chat_openai(model: object) -> bool:

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.fake_ollama import _QuietServer  # a client hanging up mid-reply is normal
+
 
 class FakeOpenAI:
     """A scripted OpenAI-compatible server on `host`, run in a background thread."""
@@ -104,13 +106,6 @@ class FakeOpenAI:
 
 def _error(status: int, message: str, kind: str) -> tuple[int, dict[str, Any]]:
     return status, {"error": {"message": message, "type": kind, "code": None, "param": None}}
-
-
-class _QuietServer(ThreadingHTTPServer):
-    """Says nothing when a client hangs up mid-reply (a timeout test does that on purpose)."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -33,6 +33,9 @@ TOOL = {
     },
 }
 
+# Another family's metadata: never given the SmolLM2 template.
+QWEN = {"general.basename": "qwen2.5", "general.name": "Qwen2.5", "tokenizer.ggml.pre": "qwen2"}
+
 
 def _info(template: str = SMOLLM2_OWN, **metadata: Any) -> GGUFInfo:
     meta = {
@@ -51,25 +54,15 @@ def test_smollm2_is_recognised_by_its_metadata() -> None:
     assert is_smollm2(_info(**{"general.basename": "x", "general.name": "SmolLM2-360M-Instruct"}))
     # the SmolLM tokenizer on a llama with ChatML turns, names stripped by a re-packager
     assert is_smollm2(_info(**{"general.basename": "model", "general.name": "model"}))
-    other = {
-        "general.basename": "qwen2.5",
-        "general.name": "Qwen2.5",
-        "tokenizer.ggml.pre": "qwen2",
-    }
-    assert not is_smollm2(_info(**other))
+    assert not is_smollm2(_info(**QWEN))
 
 
 def test_the_tools_template_replaces_only_a_smollm2_template_without_tools() -> None:
     assert chat_template_for(_info()) == SMOLLM2_TOOLS_TEMPLATE
     own_with_tools = "{% if tools %}{{ tools | tojson }}{% endif %}" + SMOLLM2_OWN
     assert chat_template_for(_info(own_with_tools)) == own_with_tools  # a user's own stays
-    other = {
-        "general.basename": "qwen2.5",
-        "general.name": "Qwen2.5",
-        "tokenizer.ggml.pre": "qwen2",
-    }
-    assert chat_template_for(_info(**other)) == SMOLLM2_OWN
-    assert chat_template_for(_info("", **other)) == ""
+    assert chat_template_for(_info(**QWEN)) == SMOLLM2_OWN
+    assert chat_template_for(_info("", **QWEN)) == ""
 
 
 def _render(template: str, messages: list[dict[str, Any]], tools: Any = None) -> str:
