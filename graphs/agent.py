@@ -385,12 +385,13 @@ def build_graph(
     def route(state: State, runtime: Runtime[Settings]) -> Literal["tools", "answer"]:
         last = state["messages"][-1]
         wants_tools = isinstance(last, AIMessage) and bool(last.tool_calls)
-        if (
-            wants_tools
-            and state.get("steps", 0) < run_settings(runtime).max_steps
-            and not run_deadline(state, run_settings(runtime)).expired()
-        ):
-            return "tools"
+        if wants_tools:
+            settings = run_settings(runtime)
+            if (
+                state.get("steps", 0) < settings.max_steps
+                and not run_deadline(state, settings).expired()
+            ):
+                return "tools"
         return "answer"
 
     def run_tools(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
@@ -436,8 +437,9 @@ def build_graph(
         }
 
     def answer(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
-        deadline = run_deadline(state, run_settings(runtime))
-        settings = within_deadline(run_settings(runtime), deadline, floor=ANSWER_FLOOR_SECONDS)
+        settings = run_settings(runtime)
+        deadline = run_deadline(state, settings)
+        settings = within_deadline(settings, deadline, floor=ANSWER_FLOOR_SECONDS)
         last = state["messages"][-1]
         partial = isinstance(last, AIMessage) and bool(last.tool_calls)
         prefix = ""

@@ -32,6 +32,31 @@ def tool_messages(state: dict) -> list[ToolMessage]:
     return [m for m in state["messages"] if isinstance(m, ToolMessage)]
 
 
+def one_web_search(*replies: str, plan: str = "1. web_search") -> ScriptedChatModel:
+    """A script: the plan, one `web_search` for "ducks", then `replies` (act decisions, answer)."""
+    model = ScriptedChatModel().enqueue_text(plan)
+    model.enqueue_tool_call("web_search", {"query": "ducks"})
+    for reply in replies:
+        model.enqueue_text(reply)
+    return model
+
+
+def web_search_taking_10_s(monkeypatch: pytest.MonkeyPatch, clock: list[float]) -> None:
+    """Make `web_search` a stand-in that moves the hand-wound `clock` on by 10 "seconds"."""
+
+    def slow(query: str, max_results: int = 5) -> str:
+        """Search the web (a slow stand-in).
+
+        Args:
+            query: What to search for.
+            max_results: How many results.
+        """
+        clock[0] += 10
+        return "ducks float"
+
+    monkeypatch.setitem(registry.TOOLS, "web_search", slow)
+
+
 def sample_duck_count() -> int:
     from ollagraph.data import sample_database
 
@@ -150,13 +175,7 @@ def test_a_tool_that_raises_is_reported_to_the_model(monkeypatch: pytest.MonkeyP
         raise RuntimeError("search backend exploded")
 
     monkeypatch.setitem(registry.TOOLS, "web_search", broken)
-    model = (
-        ScriptedChatModel()
-        .enqueue_text("1. web_search")
-        .enqueue_tool_call("web_search", {"query": "ducks"})
-        .enqueue_text("DONE")
-        .enqueue_text("The web search failed.")
-    )
+    model = one_web_search("DONE", "The web search failed.")
     state = run(model, "q")
     [msg] = tool_messages(state)
     assert msg.status == "error"
@@ -172,13 +191,7 @@ def test_a_tool_that_hangs_times_out_and_the_run_continues(
         return "too late"
 
     monkeypatch.setitem(registry.TOOLS, "web_search", slow)
-    model = (
-        ScriptedChatModel()
-        .enqueue_text("1. web_search")
-        .enqueue_tool_call("web_search", {"query": "ducks"})
-        .enqueue_text("DONE")
-        .enqueue_text("Timed out.")
-    )
+    model = one_web_search("DONE", "Timed out.")
     start = time.perf_counter()
     state = run(model, "q", tool_timeout=0.3)
     assert time.perf_counter() - start < 3
@@ -193,24 +206,9 @@ def test_the_run_deadline_ends_the_loop_with_a_partial_answer(
     from ollagraph.agents.deadline import Deadline, using_deadline
 
     now = [0.0]  # a hand-wound clock: the tool spends 10 "seconds" of a 5-second budget
-
-    def slow(query: str, max_results: int = 5) -> str:
-        """Search the web (a slow stand-in).
-
-        Args:
-            query: What to search for.
-            max_results: How many results.
-        """
-        now[0] += 10
-        return "ducks float"
-
-    monkeypatch.setitem(registry.TOOLS, "web_search", slow)
-    model = (
-        ScriptedChatModel()
-        .enqueue_text("1. web_search, twice")
-        .enqueue_tool_call("web_search", {"query": "ducks"})
-        .enqueue_text("They float.")  # act is skipped after the deadline: this is the answer
-    )
+    web_search_taking_10_s(monkeypatch, now)
+    # act is skipped after the deadline: the reply is the answer
+    model = one_web_search("They float.", plan="1. web_search, twice")
     with using_deadline(Deadline(5, clock=lambda: now[0])):
         state = run(model, "Do ducks float?", run_timeout=5)
     assert state["steps"] == 1 and state["partial"] is True
@@ -322,24 +320,8 @@ def test_a_run_without_a_caller_deadline_still_keeps_run_timeout(
 
     clock = [1_000_000.0]
     monkeypatch.setattr(agent_module.time, "time", lambda: clock[0])
-
-    def slow(query: str, max_results: int = 5) -> str:
-        """Search the web (a slow stand-in).
-
-        Args:
-            query: What to search for.
-            max_results: How many results.
-        """
-        clock[0] += 10  # the tool takes 10 "seconds" of a 5-second budget
-        return "ducks float"
-
-    monkeypatch.setitem(registry.TOOLS, "web_search", slow)
-    model = (
-        ScriptedChatModel()
-        .enqueue_text("1. web_search")
-        .enqueue_tool_call("web_search", {"query": "ducks"})
-        .enqueue_text("They float.")
-    )
+    web_search_taking_10_s(monkeypatch, clock)  # 10 "seconds" of a 5-second budget
+    model = one_web_search("They float.")
     state = run(model, "Do ducks float?", run_timeout=5)
     assert state["started"] == pytest.approx(1_000_000.0, abs=1) and state["partial"] is True
     assert len(model.calls) == 3

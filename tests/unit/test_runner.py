@@ -43,6 +43,19 @@ def release() -> Iterator[threading.Event]:
 
 
 @pytest.fixture
+def stuck_web_search(
+    replace_web_search: Callable[[WebSearch], None], release: threading.Event
+) -> None:
+    """A `web_search` that hangs until the test ends (it ignores its timeout)."""
+
+    def stuck(query: str, max_results: int = 5) -> str:
+        release.wait(30)
+        return "too late"
+
+    replace_web_search(stuck)
+
+
+@pytest.fixture
 def csv_settings(tmp_path: Path) -> Settings:
     path = tmp_path / "ducks.csv"
     path.write_text("name,units\nCaptain Quack,609\nBill,12\n")
@@ -197,14 +210,8 @@ def test_unexpected_exceptions_are_named(
     )
 
 
-def test_a_slow_tool_times_out(
-    replace_web_search: Callable[[WebSearch], None], release: threading.Event
-) -> None:
-    def stuck(query: str, max_results: int = 5) -> str:
-        release.wait(30)
-        return "too late"
-
-    replace_web_search(stuck)
+@pytest.mark.usefixtures("stuck_web_search")
+def test_a_slow_tool_times_out() -> None:
     start = time.perf_counter()
     outcome = execute("web_search", {"query": "ducks"}, Settings(tool_timeout=0.3))
     elapsed = time.perf_counter() - start
@@ -216,16 +223,10 @@ def test_a_slow_tool_times_out(
     assert 0.3 <= outcome.seconds < 2 and elapsed < 2
 
 
-def test_the_run_deadline_shortens_and_skips_tool_calls(
-    replace_web_search: Callable[[WebSearch], None], release: threading.Event
-) -> None:
+@pytest.mark.usefixtures("stuck_web_search")
+def test_the_run_deadline_shortens_and_skips_tool_calls() -> None:
     from ollagraph.agents.deadline import Deadline, using_deadline
 
-    def stuck(query: str, max_results: int = 5) -> str:
-        release.wait(30)
-        return "too late"
-
-    replace_web_search(stuck)
     settings = Settings(tool_timeout=20, run_timeout=0.4)
     with using_deadline(Deadline(0.4)):
         outcome = execute("web_search", {"query": "ducks"}, settings)
