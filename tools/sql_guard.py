@@ -136,14 +136,12 @@ def _is_writable(kind: str, words: list[str]) -> bool:
     return False
 
 
-def _refusal(kind: str, write: bool, allow_writes: bool) -> str:
+def _refusal(kind: str, allow_writes: bool) -> str:
     if not allow_writes:
         return (
             f"Only read-only queries are allowed ({READ_KINDS}); this is a {kind} statement. "
             "The database cannot be changed."
         )
-    if write:  # pragma: no cover - a write is not refused when writes are allowed
-        return ""
     return (
         f"This is a {kind} statement, which is never allowed. Allowed: reads ({READ_KINDS}) and, "
         f"with the user's approval, one write statement ({WRITE_KINDS})."
@@ -185,7 +183,7 @@ def classify(query: str, *, allow_writes: bool = False) -> Verdict:
         kind = _explained_kind(text)
         if kind == "SELECT":
             return Verdict(kind, True, False, "")
-        reason = _refusal(kind, False, False)
+        reason = _refusal(kind, False)
         if allow_writes:
             reason = (
                 f"EXPLAIN is allowed only for SELECT statements; this explains a {kind} statement "
@@ -195,7 +193,7 @@ def classify(query: str, *, allow_writes: bool = False) -> Verdict:
     if kind == "SELECT":
         return Verdict(kind, True, False, "")
     write = _is_writable(kind, _words(text))
-    reason = "" if write and allow_writes else _refusal(kind, write, allow_writes)
+    reason = "" if write and allow_writes else _refusal(kind, allow_writes)
     return Verdict(kind, False, write, reason)
 
 
