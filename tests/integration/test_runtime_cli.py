@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from ollagraph.agents.cli import main
 from ollagraph.agents.engine.registry import bundled_models
 from tests.fake_ollama import FakeOllama
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -76,20 +77,25 @@ def test_models_add_registers_a_gguf_and_refuses_other_files(tmp_path: Path) -> 
     assert code == 1 and "is not a GGUF model file" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def test_ask_on_the_bundled_model_calls_sql_with_valid_arguments(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {
+def _managed_engine_env(tmp_path: Path) -> tuple[int, dict[str, str]]:
+    """A free port, and the environment of an `agent` process that starts its engine there."""
+    port = free_port()
+    return port, {
         **os.environ,
         "OLLAMA_HOST": f"http://127.0.0.1:{port}",
         "OLLAGRAPH_MANAGE_SERVER": "true",
         "OLLAGRAPH_HOME": str(tmp_path / "home"),
     }
+
+
+def _assert_nothing_listens(port: int) -> None:
+    """The engine an `agent` command started on `port` was stopped when the command ended."""
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
+
+
+def test_ask_on_the_bundled_model_calls_sql_with_valid_arguments(tmp_path: Path) -> None:
+    port, env = _managed_engine_env(tmp_path)
     done = subprocess.run(
         [
             sys.executable,
@@ -119,21 +125,14 @@ def test_ask_on_the_bundled_model_calls_sql_with_valid_arguments(tmp_path: Path)
     assert result["answer"].strip()
     assert "Pulling smollm2:135m" in done.stderr  # pulled from the bundled package, with progress
     # the engine this command started was stopped when it ended
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass
+    _assert_nothing_listens(port)
 
 
 def test_sigterm_mid_eval_stops_the_command_and_the_engine_it_started(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    port = _free_port()
-    env = {
-        **os.environ,
-        "OLLAMA_HOST": f"http://127.0.0.1:{port}",
-        "OLLAGRAPH_MANAGE_SERVER": "true",
-        "OLLAGRAPH_HOME": str(tmp_path / "home"),
-    }
+    port, env = _managed_engine_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ollagraph.agents.cli", "eval", "--limit", "2"],
         env=env,
@@ -160,15 +159,14 @@ def test_sigterm_mid_eval_stops_the_command_and_the_engine_it_started(tmp_path: 
         assert proc.wait(timeout=20) == 143
     finally:
         proc.kill()
-    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        pass
+    _assert_nothing_listens(port)
 
 
 def test_agent_serve_runs_the_engine_in_the_foreground(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OLLAGRAPH_HOME": str(tmp_path / "home")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ollagraph.agents.cli", "serve", "--host", f"127.0.0.1:{port}"],

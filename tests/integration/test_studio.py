@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import httpx
 import pytest
 
 from tests.fake_ollama import FakeOllama
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +50,6 @@ OFFLINE_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _log_tail(log: Path, chars: int = 6000) -> str:
@@ -102,7 +96,7 @@ def langgraph_dev(workdir: Path) -> Iterator[tuple[str, Path]]:
     """Run `langgraph dev` on a free 127.0.0.1 port; yield its URL and log file."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "langgraph-dev.log"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, **OFFLINE_ENV}
     for name in ("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"):
         env.pop(name, None)
