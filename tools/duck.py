@@ -9,7 +9,7 @@ extensions from the internet is switched off.
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +86,15 @@ def vector_literal(values: Sequence[float], dim: int | None) -> str:
     """
     text = ",".join(f"{float(value):.9g}" for value in values)
     return f"'[{text}]'::FLOAT[{'' if dim is None else dim}]"
+
+
+def string_literals(values: Iterable[str]) -> str:
+    """Strings as comma-separated SQL literals (quotes doubled), for `IN (...)`.
+
+    Args:
+        values: The strings.
+    """
+    return ", ".join("'" + str(value).replace("'", "''") + "'" for value in values)
 
 
 def _refuse_sqlite(file: Path) -> None:

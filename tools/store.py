@@ -52,16 +52,8 @@ Search (`DocumentStore.query`) is faster than upstream's in three ways:
 - With `vector_index='hnsw'` the writer builds an HNSW index (DuckDB's `vss` extension,
   `metric='cosine'`) instead, used by `ORDER BY array_cosine_distance(...) LIMIT k`.
   Smaller stores, stores without an index and filtered queries scan exactly.
-  `search_path(query)` says which way a query goes.
-
-HNSW crash safety: `vss` does not replay its index from DuckDB's write-ahead log unless the
-extension is loaded before the database opens, so writes never touch an HNSW-indexed table here.
-The first write of a session drops the index and checkpoints; the writer rebuilds it (and
-checkpoints) at the end. A writer killed in between leaves a store without the index, which is
-searched exactly until the next ingest finishes; a log left by a writer killed after building the
-index is folded into the file by the next `open_store`, with vss loaded first. The index is
-persisted in the file (`hnsw_enable_experimental_persistence`), so read-only searchers load it
-instead of building it.
+  `search_path(query)` says which way a query goes. Building and dropping the indexes, and
+  why HNSW is dropped before writes, is `tools.store_index`.
 
 Importing this module imports llama-index and duckdb; the `search_documents` tool imports it on
 first use.
@@ -98,10 +90,12 @@ from llama_index.vector_stores.duckdb import DuckDBVectorStore
 from llama_index.vector_stores.duckdb.base import DEFAULT_TEXT_SEARCH_CONFIG
 
 from ollagraph.agents.errors import DatabaseError, DocumentStoreError
-from ollagraph.tools import duck, store_ivf, store_matrix
+from ollagraph.tools import duck, store_index, store_ivf, store_matrix
+from ollagraph.tools.store_index import HNSW_OPTIONS
 from ollagraph.tools.store_matrix import VectorMatrix, matrix_bytes
 from ollagraph.tools.store_schema import (
     BOOKKEEPING_SQL,
+    DATA_VERSION_KEY,
     OUT_OF_SPACE_HINT,
     FileRecord,
     ingest_hint,
@@ -120,14 +114,27 @@ EXTENSIONS: tuple[str, ...] = ("json", "fts", "vss")
 INDEX_MIN_ROWS = 5000
 # The kinds of vector index a writer may build (the `vector_index` setting; True means "ivf").
 INDEX_KINDS = ("ivf", "hnsw", "off")
-# HNSW parameters (vss defaults: M 16, ef_construction 128, ef_search 64). An ef_search of 200
-# keeps recall@10 at 0.97 on queries far from any stored vector, for ~1 ms more per query.
-HNSW_OPTIONS: dict[str, int | str] = {"metric": "cosine"}
+# HNSW search width (vss default 64; build options: `store_index.HNSW_OPTIONS`). An ef_search of
+# 200 keeps recall@10 at 0.97 on queries far from any stored vector, for ~1 ms more per query.
 HNSW_EF_SEARCH = 200  # set per cursor (SET hnsw_ef_search) before its first query
 # Most memory (MB) the in-memory matrix may take (the `vector_cache_mb` setting); 0: never.
 VECTOR_CACHE_MB = 512
-# The `meta` key writers set (to a fresh random value) when they commit a change of chunks.
-DATA_VERSION_KEY = "data_version"
+# The columns a search returns (with a score), as upstream's query reads them.
+_COLUMNS = "node_id, text, embedding, metadata_"
+
+
+def _filtered(query: VectorStoreQuery) -> bool:
+    """Whether `query` has metadata filters (such queries always scan exactly)."""
+    return query.filters is not None and len(query.filters.filters) > 0
+
+
+def _exact_sql(source: str, vector: str, k: int) -> str:
+    """The exact scan: the top `k` rows of `source` by cosine similarity, ties by node id."""
+    return (
+        f"SELECT {_COLUMNS}, score FROM (SELECT {_COLUMNS}, "
+        f"array_cosine_similarity(embedding, {vector}) AS score FROM {source}) "
+        f"WHERE score IS NOT NULL ORDER BY score DESC, node_id LIMIT {k}"
+    )
 
 
 class DocumentStore(DuckDBVectorStore):
@@ -318,7 +325,7 @@ class DocumentStore(DuckDBVectorStore):
         if table is None:  # no fixed dimension, or vectors of mixed lengths: upstream's rows
             table = pa.Table.from_pylist([self._node_to_arrow_row(node) for node in nodes])
         else:
-            centroids = self._load_centroids()
+            centroids = store_index.load_centroids(self)
             if centroids is not None:
                 block = store_ivf.embeddings(table.column("embedding"), centroids.shape[1])
                 table = table.append_column("cluster", pa.array(store_ivf.assign(block, centroids)))
@@ -463,10 +470,9 @@ class DocumentStore(DuckDBVectorStore):
         ]
         if len(hits) < int(query.similarity_top_k):
             return None
-        ids = ", ".join("'" + str(node).replace("'", "''") + "'" for node, _ in hits)
+        ids = duck.string_literals(node for node, _ in hits)
         fetched = cursor.execute(
-            f"SELECT node_id, text, embedding, metadata_ FROM {self.table_name} "
-            f"WHERE node_id IN ({ids})"
+            f"SELECT {_COLUMNS} FROM {self.table_name} WHERE node_id IN ({ids})"
         ).arrow()
         by_id = {row["node_id"]: row for row in fetched.to_pylist()}
         return [{**by_id[node], "score": 1 - distance} for node, distance in hits if node in by_id]
@@ -492,20 +498,10 @@ class DocumentStore(DuckDBVectorStore):
         if not hits:
             return []
         # The candidates (the top k and near-ties) ranked by the exact scan's own expression.
-        ids = ", ".join("'" + node.replace("'", "''") + "'" for node, _ in hits)
+        ids = duck.string_literals(node for node, _ in hits)
         literal = duck.vector_literal(vector.tolist(), self.embed_dim)
-        columns = "node_id, text, embedding, metadata_"
-        return cast(
-            list[dict[str, Any]],
-            cursor.execute(
-                f"SELECT {columns}, score FROM (SELECT {columns}, "
-                f"array_cosine_similarity(embedding, {literal}) AS score FROM {self.table_name} "
-                f"WHERE node_id IN ({ids})) "
-                f"WHERE score IS NOT NULL ORDER BY score DESC, node_id LIMIT {k}"
-            )
-            .arrow()
-            .to_pylist(),
-        )
+        sql = _exact_sql(f"{self.table_name} WHERE node_id IN ({ids})", literal, k)
+        return cast(list[dict[str, Any]], cursor.execute(sql).arrow().to_pylist())
 
     def vector_matrix(self, cursor: duckdb.DuckDBPyConnection | None = None) -> VectorMatrix | None:
         """The in-memory matrix of the store's vectors, loaded or reloaded if the data changed.
@@ -517,48 +513,22 @@ class DocumentStore(DuckDBVectorStore):
             The matrix; None when the matrix is off (`vector_cache_mb` 0, no fixed dimension)
             or the vectors would take more than `vector_cache_mb`.
         """
-        cap = self.cache_mb
-        if cap <= 0 or self.embed_dim is None:
-            return None
-        cursor = cursor or self.client
-        token = self._data_token(cursor)
-        matrix = self._matrix
-        if matrix is not None and matrix.token == token:
-            return matrix
-        if matrix_bytes(token[0], self.embed_dim) > cap * 2**20:
-            self._matrix = None
-            return None
-        with self._matrix_lock:  # one thread loads; the others wait for its matrix
-            matrix = self._matrix
-            if matrix is None or matrix.token != token:
-                matrix = VectorMatrix.load(
-                    cursor, self.table_name, self.embed_dim, token, capacity=token[0]
-                )
-                self._matrix = matrix
-        return matrix
+        return store_matrix.current(self, cursor)
 
     @property
     def cache_mb(self) -> int:
         """The memory cap (MB) of the in-memory matrix: `open_store`'s, else the class's."""
         return type(self).vector_cache_mb if self._cache_mb is None else self._cache_mb
 
-    def _data_token(self, cursor: duckdb.DuckDBPyConnection) -> tuple[int, str]:
-        """The chunk count and the writers' `data_version`: what a matrix is valid for.
+    def has_meta(self, cursor: duckdb.DuckDBPyConnection | None = None) -> bool:
+        """Whether the store has the `meta` table (looked up once).
 
-        Read before the vectors, so a write in between makes the next query reload.
+        Args:
+            cursor: The cursor to look with (default: this thread's).
         """
         if self._has_meta is None:
-            self._has_meta = table_exists(cursor, "meta")
-        if self._has_meta:
-            sql = (
-                f"SELECT (SELECT count(*) FROM {self.table_name}), "
-                f"(SELECT max(value) FROM meta WHERE key = '{DATA_VERSION_KEY}')"
-            )
-        else:
-            sql = f"SELECT count(*), NULL FROM {self.table_name}"
-        # fetchall, not fetchone: a result left streaming keeps a transaction open on the cursor.
-        [(count, version)] = cursor.execute(sql).fetchall()
-        return int(count), str(version or "")
+            self._has_meta = table_exists(cursor or self.client, "meta")
+        return self._has_meta
 
     def search_path(self, query: VectorStoreQuery) -> str:
         """How `query` is answered: "matrix", "ivf", "hnsw" or "exact" (filters: exact).
@@ -569,7 +539,7 @@ class DocumentStore(DuckDBVectorStore):
         Args:
             query: The query.
         """
-        if query.filters is not None and len(query.filters.filters) > 0:
+        if _filtered(query):
             return "exact"
         if self.cache_mb > 0 and self.embed_dim is not None:
             matrix = self._matrix
@@ -580,15 +550,13 @@ class DocumentStore(DuckDBVectorStore):
 
     def _sql_path(self, query: VectorStoreQuery) -> str:
         """The way SQL answers `query`: the index ("ivf", "hnsw") or "exact"."""
-        if query.filters is not None and len(query.filters.filters) > 0:
-            return "exact"
-        return self.index_kind() or "exact"
+        return "exact" if _filtered(query) else self.index_kind() or "exact"
 
     def index_kind(self) -> str | None:
         """The index searches use: "hnsw", "ivf" (centroids and every row in a list), or None."""
         if self.has_index():
             return "hnsw"
-        return "ivf" if self._ivf_is_ready() else None
+        return "ivf" if store_index.ivf_is_ready(self) else None
 
     def query_sql(self, query: VectorStoreQuery, *, path: str | None = None) -> str:
         """Return the SQL that `query` runs (EXPLAIN it to see whether the index is used).
@@ -603,8 +571,6 @@ class DocumentStore(DuckDBVectorStore):
             raise ValueError("DocumentStore.query needs a query_embedding")
         k = int(query.similarity_top_k)
         vector = self._vector_literal(query.query_embedding)
-        columns = "node_id, text, embedding, metadata_"
-        filtered = query.filters is not None and len(query.filters.filters) > 0
         if path is None or path == "matrix":
             path = self._sql_path(query)
         if path == "ivf":
@@ -621,20 +587,16 @@ class DocumentStore(DuckDBVectorStore):
                 f"FROM ({source}) ORDER BY distance LIMIT {k}"
             )
         elif path == "exact":
-            if filtered:
+            if _filtered(query):
                 expression = self._build_metadata_filter_expressions(query.filters)
                 source = f"({self.table.filter(expression).sql_query()})"
             else:
                 source = self.table_name
-            sql = (
-                f"SELECT {columns}, score FROM (SELECT {columns}, "
-                f"array_cosine_similarity(embedding, {vector}) AS score FROM {source}) "
-                f"WHERE score IS NOT NULL ORDER BY score DESC, node_id LIMIT {k}"
-            )
+            sql = _exact_sql(source, vector, k)
         else:
             # The index serves `ORDER BY array_cosine_distance(column, constant) LIMIT k`.
             sql = (
-                f"SELECT {columns}, 1 - distance AS score FROM (SELECT {columns}, "
+                f"SELECT {_COLUMNS}, 1 - distance AS score FROM (SELECT {_COLUMNS}, "
                 f"array_cosine_distance(embedding, {vector}) AS distance FROM {self.table_name} "
                 f"ORDER BY distance LIMIT {k}) WHERE distance IS NOT NULL ORDER BY distance"
             )
@@ -647,7 +609,7 @@ class DocumentStore(DuckDBVectorStore):
             raise ValueError("the query embedding holds NaN or infinite values")
         return duck.vector_literal(values, self.embed_dim)
 
-    # -- the HNSW index ------------------------------------------------------------------------
+    # -- the vector index (tools.store_index) -------------------------------------------------
 
     @property
     def index_name(self) -> str:
@@ -656,14 +618,7 @@ class DocumentStore(DuckDBVectorStore):
 
     def has_index(self) -> bool:
         """Whether the chunks table has its HNSW index (looked up once, then tracked)."""
-        if self._has_index is None:
-            row = self.client.execute(
-                "SELECT count(*) FROM duckdb_indexes() WHERE database_name = current_database() "
-                "AND table_name = ? AND index_name = ?",
-                [self.table_name, self.index_name],
-            ).fetchone()
-            self._has_index = bool(row and row[0])
-        return self._has_index
+        return store_index.has_hnsw(self)
 
     def build_index(self, *, force: bool = False, kind: str | None = None) -> bool:
         """Build or update this writer's index kind if the store is big enough.
@@ -683,98 +638,11 @@ class DocumentStore(DuckDBVectorStore):
         Raises:
             DocumentStoreError: DuckDB refused (a read-only store, a full disk, ...).
         """
-        kind = kind or self._index_kind
-        if force and kind == "off":
-            kind = "ivf"
-        if self.embed_dim is None or kind == "off":
-            return self.index_kind() is not None
-        if kind == "ivf":
-            return self._update_ivf(force=force)
-        if self.has_index():
-            return True
-        if not force and self.count() < self.index_min_rows:
-            return False
-        options = ", ".join(
-            f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}"
-            for key, value in HNSW_OPTIONS.items()
-        )
-        cursor = self.client
-        try:
-            if self.path is not None:
-                cursor.execute("SET hnsw_enable_experimental_persistence = true")
-            cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {self.index_name} ON {self.table_name} "
-                f"USING HNSW (embedding) WITH ({options})"
-            )
-        except duckdb.Error as exc:
-            self._has_index = None
-            raise DocumentStoreError(
-                f"Building the vector index of documents store {self.path} failed "
-                f"(searches scan exactly instead): {exc}",
-                hint=OUT_OF_SPACE_HINT if is_out_of_space(exc) else None,
-            ) from None
-        self._has_index = True
-        # Write it to the file now; with another transaction open this waits for DuckDB's
-        # checkpoint at close.
-        with suppress(duckdb.Error):
-            cursor.execute("CHECKPOINT")
-        return True
+        return store_index.build(self, force=force, kind=kind)
 
     def drop_index(self) -> None:
         """Drop the HNSW index (if any) and checkpoint, so later writes never touch it."""
-        if not self.has_index():
-            return
-        cursor = self.client
-        cursor.execute(f"DROP INDEX IF EXISTS {self.index_name}")
-        self._has_index = False
-        with suppress(duckdb.Error):  # another cursor's open transaction; the WAL holds the drop
-            cursor.execute("CHECKPOINT")
-
-    # -- the IVF index --------------------------------------------------------------------------
-
-    def _load_centroids(self) -> np.ndarray | None:
-        """The stored unit centroids (None when the store has none), read once per store."""
-        if not self._centroids_loaded:
-            centroids = None
-            cursor = self.client
-            if table_exists(cursor, store_ivf.CENTROIDS_TABLE) and self.embed_dim:
-                table = cursor.execute(
-                    f"SELECT centroid FROM {store_ivf.CENTROIDS_TABLE} ORDER BY cluster"
-                ).arrow()
-                if table.num_rows:
-                    centroids = store_ivf.embeddings(table.column("centroid"), self.embed_dim)
-            self._centroids, self._centroids_loaded = centroids, True
-        return self._centroids
-
-    def _has_cluster_column(self) -> bool:
-        return "cluster" in self.client.table(self.table_name).columns
-
-    def _ivf_is_ready(self) -> bool:
-        """Whether the store has centroids and every chunk has its list (cached until a write)."""
-        if self._ivf_ready is None:
-            ready = self._load_centroids() is not None and self._has_cluster_column()
-            if ready:
-                row = self.client.execute(
-                    f"SELECT count(*) FROM {self.table_name} WHERE cluster IS NULL"
-                ).fetchone()
-                ready = bool(row) and row[0] == 0  # type: ignore[index]
-            self._ivf_ready = ready
-        return self._ivf_ready
-
-    def _update_ivf(self, *, force: bool) -> bool:
-        """Train (or retrain) the IVF lists, or assign rows left without one; see build_index."""
-        rows = self.count()
-        trained = int(self.meta().get("ivf_rows", "0") or 0)
-        centroids = self._load_centroids()
-        if centroids is None or not self._has_cluster_column():
-            if not force and rows < self.index_min_rows:
-                return False
-            self.train_ivf()
-        elif rows >= store_ivf.RETRAIN_GROWTH * max(trained, 1):
-            self.train_ivf()
-        elif not self._ivf_is_ready():
-            self._write_ivf(centroids, only_missing=True)
-        return self._ivf_is_ready()
+        store_index.drop_hnsw(self)
 
     def train_ivf(self) -> None:
         """Train the IVF centroids on a sample of the chunks and put every chunk in its list.
@@ -786,83 +654,9 @@ class DocumentStore(DuckDBVectorStore):
         Raises:
             DocumentStoreError: DuckDB refused (a read-only store, a full disk, ...).
         """
-        assert self.embed_dim is not None
-        rows = self.count()
-        nlist = store_ivf.nlist_for(rows)
-        size = min(store_ivf.MAX_TRAIN_ROWS, store_ivf.TRAIN_POINTS_PER_LIST * nlist)
-        sample = self.client.execute(
-            f"SELECT embedding FROM {self.table_name} WHERE embedding IS NOT NULL "
-            f"USING SAMPLE reservoir({size} ROWS) REPEATABLE ({store_ivf.SEED})"
-        ).arrow()
-        if sample.num_rows == 0:
-            return
-        vectors = store_ivf.embeddings(sample.column("embedding"), self.embed_dim)
-        self._write_ivf(store_ivf.train(vectors, nlist), only_missing=False, rows=rows)
+        store_index.train_ivf(self)
 
-    def _write_ivf(self, centroids: np.ndarray, *, only_missing: bool, rows: int = 0) -> None:
-        """Store `centroids` (unless only_missing) and give rows their nearest list."""
-        dim = centroids.shape[1]
-        where = "embedding IS NOT NULL" + (" AND cluster IS NULL" if only_missing else "")
-        try:
-            with self.transaction() as cursor:
-                if not self._has_cluster_column():
-                    cursor.execute(f"ALTER TABLE {self.table_name} ADD COLUMN cluster INTEGER")
-                reader = cursor.execute(
-                    f"SELECT rowid AS id, embedding FROM {self.table_name} WHERE {where}"
-                ).fetch_record_batch(65_536)
-                ids, labels = [], []
-                for batch in reader:
-                    ids.append(batch.column(0).to_numpy())
-                    labels.append(
-                        store_ivf.assign(store_ivf.embeddings(batch.column(1), dim), centroids)
-                    )
-                lists = pa.table(
-                    {
-                        "id": pa.array(np.concatenate(ids) if ids else [], pa.int64()),
-                        "cluster": pa.array(np.concatenate(labels) if labels else [], pa.int32()),
-                    }
-                )
-                cursor.register("_ollagraph_lists", lists)
-                cursor.execute(
-                    f"UPDATE {self.table_name} SET cluster = l.cluster FROM _ollagraph_lists l "
-                    f"WHERE {self.table_name}.rowid = l.id"
-                )
-                cursor.unregister("_ollagraph_lists")
-                # Rows without a vector never match a query; -1 marks them as placed.
-                cursor.execute(
-                    f"UPDATE {self.table_name} SET cluster = -1 "
-                    "WHERE embedding IS NULL AND cluster IS NULL"
-                )
-                if not only_missing:
-                    flat = pa.array(centroids.reshape(-1), pa.float32())
-                    table = pa.table(
-                        {
-                            "cluster": pa.array(np.arange(len(centroids)), pa.int32()),
-                            "centroid": pa.FixedSizeListArray.from_arrays(flat, dim),
-                        }
-                    )
-                    cursor.execute(
-                        f"CREATE OR REPLACE TABLE {store_ivf.CENTROIDS_TABLE} "
-                        f"(cluster INTEGER PRIMARY KEY, centroid FLOAT[{dim}])"
-                    )
-                    cursor.register("_ollagraph_centroids", table)
-                    cursor.execute(
-                        f"INSERT INTO {store_ivf.CENTROIDS_TABLE} "
-                        "SELECT * FROM _ollagraph_centroids"
-                    )
-                    cursor.unregister("_ollagraph_centroids")
-                    self.set_meta("ivf_rows", str(rows))
-                    self.set_meta("ivf_nlist", str(len(centroids)))
-        except duckdb.Error as exc:
-            self._centroids_loaded, self._ivf_ready = False, None
-            raise DocumentStoreError(
-                f"Building the vector index of documents store {self.path} failed "
-                f"(searches scan exactly instead): {exc}",
-                hint=OUT_OF_SPACE_HINT if is_out_of_space(exc) else None,
-            ) from None
-        self._centroids, self._centroids_loaded, self._ivf_ready = centroids, True, None
-        with suppress(duckdb.Error):
-            self.client.execute("CHECKPOINT")
+    # -- before and after writes ---------------------------------------------------------------
 
     def _before_write(self) -> None:
         """Note the write; outside a transaction, drop the HNSW index first."""
@@ -888,9 +682,7 @@ class DocumentStore(DuckDBVectorStore):
             self._set_data_version()
 
     def _set_data_version(self) -> None:
-        if self._has_meta is None:
-            self._has_meta = table_exists(self.client, "meta")
-        if self._has_meta:
+        if self.has_meta():
             self.set_meta(DATA_VERSION_KEY, uuid.uuid4().hex)
 
     # -- bookkeeping ---------------------------------------------------------------------------

@@ -11,18 +11,25 @@ score, and the store ranks those few rows in DuckDB with the exact scan's own ex
 `ORDER BY score DESC, node_id`: the same ids, order and scores as the SQL scan. Scores here follow
 DuckDB's conventions (a zero vector scores -1 against everything).
 
-A matrix is immutable and carries the `token` of the data it was read from (see
-`DocumentStore._data_token`); the store replaces it when the token changes.
+A matrix is immutable and carries the `token` of the data it was read from (`data_token`: the
+chunk count, plus the `data_version` that writers set in `meta` when they commit a delete);
+`current` hands a store its matrix, replacing it when the token changes, so another store object
+on the same file in this process never serves stale results.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+
+from ollagraph.tools.store_schema import DATA_VERSION_KEY
+
+if TYPE_CHECKING:
+    from ollagraph.tools.store import DocumentStore
 
 BATCH_ROWS = 65_536  # rows per Arrow record batch while loading
 # The cosine similarity DuckDB reports when either vector is all zeros.
@@ -52,7 +59,7 @@ class VectorMatrix:
         ids: The node ids, one per row (an Arrow string array, so no Python objects per row).
         vectors: The (rows, dim) float32 block of unit rows (zero vectors stay zero).
         zero_rows: Indices of the rows whose vector is all zeros.
-        token: What the data looked like when it was read (see `DocumentStore._data_token`).
+        token: What the data looked like when it was read (see `data_token`).
     """
 
     ids: pa.Array
@@ -155,4 +162,55 @@ class VectorMatrix:
         return hits if margin > 0 else hits[:count]
 
 
-__all__ = ["BATCH_ROWS", "MARGIN", "MAX_CANDIDATES", "ZERO_SCORE", "VectorMatrix", "matrix_bytes"]
+def current(
+    store: DocumentStore, cursor: duckdb.DuckDBPyConnection | None = None
+) -> VectorMatrix | None:
+    """`DocumentStore.vector_matrix`: the store's matrix, (re)loaded if the data changed."""
+    cap = store.cache_mb
+    if cap <= 0 or store.embed_dim is None:
+        return None
+    cursor = cursor or store.client
+    token = data_token(store, cursor)
+    matrix = store._matrix
+    if matrix is not None and matrix.token == token:
+        return matrix
+    if matrix_bytes(token[0], store.embed_dim) > cap * 2**20:
+        store._matrix = None
+        return None
+    with store._matrix_lock:  # one thread loads; the others wait for its matrix
+        matrix = store._matrix
+        if matrix is None or matrix.token != token:
+            matrix = VectorMatrix.load(
+                cursor, store.table_name, store.embed_dim, token, capacity=token[0]
+            )
+            store._matrix = matrix
+    return matrix
+
+
+def data_token(store: DocumentStore, cursor: duckdb.DuckDBPyConnection) -> tuple[int, str]:
+    """The chunk count and the writers' `data_version`: what a matrix is valid for.
+
+    Read before the vectors, so a write in between makes the next query reload.
+    """
+    if store.has_meta(cursor):
+        sql = (
+            f"SELECT (SELECT count(*) FROM {store.table_name}), "
+            f"(SELECT max(value) FROM meta WHERE key = '{DATA_VERSION_KEY}')"
+        )
+    else:
+        sql = f"SELECT count(*), NULL FROM {store.table_name}"
+    # fetchall, not fetchone: a result left streaming keeps a transaction open on the cursor.
+    [(count, version)] = cursor.execute(sql).fetchall()
+    return int(count), str(version or "")
+
+
+__all__ = [
+    "BATCH_ROWS",
+    "MARGIN",
+    "MAX_CANDIDATES",
+    "ZERO_SCORE",
+    "VectorMatrix",
+    "current",
+    "data_token",
+    "matrix_bytes",
+]

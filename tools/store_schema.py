@@ -1,6 +1,7 @@
 """The bookkeeping of a documents store file, beside its chunks.
 
-The `meta` and `files` tables (`BOOKKEEPING_SQL`), what the store remembers of an ingested file
+The `meta` and `files` tables (`BOOKKEEPING_SQL`) and the `meta` key writers renew on a change
+of chunks (`DATA_VERSION_KEY`), what the store remembers of an ingested file
 (`FileRecord`), recognising a full disk (`is_out_of_space`) with the hint to give, and loading
 DuckDB extensions on any connection without ever installing (downloading) one.
 """
@@ -28,6 +29,8 @@ BOOKKEEPING_SQL = """
         ingested_at TIMESTAMP NOT NULL
     );
 """
+# The `meta` key writers set (to a fresh random value) when they commit a change of chunks.
+DATA_VERSION_KEY = "data_version"
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def table_exists(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 __all__ = [
     "BOOKKEEPING_SQL",
+    "DATA_VERSION_KEY",
     "OUT_OF_SPACE_HINT",
     "FileRecord",
     "ingest_hint",

@@ -72,6 +72,13 @@ def plan(store: DocumentStore, vector: np.ndarray, **kwargs: object) -> str:
     return str(store.client.execute("EXPLAIN " + store.query_sql(query)).fetchall()[0][1])
 
 
+def searching(path: Path) -> Iterator[DocumentStore]:
+    """A read-only searcher on the store at `path`, closed after the test (for fixtures)."""
+    store = open_store(path, create=False, embed_model_name=MODEL, read_only=True)
+    yield store
+    store.close()
+
+
 @pytest.fixture(autouse=True)
 def _no_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(DocumentStore, "vector_cache_mb", 0)
@@ -97,9 +104,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, vectors: np.ndarray) -> Path
 
 @pytest.fixture
 def searcher(built: Path) -> Iterator[DocumentStore]:
-    store = open_store(built, create=False, embed_model_name=MODEL, read_only=True)
-    yield store
-    store.close()
+    yield from searching(built)
 
 
 def test_the_writer_builds_the_index_and_read_only_searchers_use_it(
@@ -313,9 +318,7 @@ def ivf_built(tmp_path_factory: pytest.TempPathFactory, vectors: np.ndarray) -> 
 
 @pytest.fixture
 def ivf_searcher(ivf_built: Path) -> Iterator[DocumentStore]:
-    store = open_store(ivf_built, create=False, embed_model_name=MODEL, read_only=True)
-    yield store
-    store.close()
+    yield from searching(ivf_built)
 
 
 def test_the_writer_trains_ivf_lists_and_read_only_searchers_probe_them(

@@ -27,13 +27,20 @@ from llama_index.core.vector_stores.types import (
 from ollagraph.agents.errors import DocumentStoreError
 from ollagraph.tools.store import DocumentStore
 from ollagraph.tools.store_open import open_store
-from tests.integration.test_vector_index import DIM, clustered, exact_ids, near, nodes_for
+from tests.integration.test_vector_index import (
+    DIM,
+    MODEL,
+    REPO,
+    clustered,
+    exact_ids,
+    near,
+    nodes_for,
+    searching,
+)
 
 pytestmark = pytest.mark.integration
 
-MODEL = "synthetic"
 SIZE = 3000
-REPO = Path(__file__).resolve().parents[2]
 
 
 def seeded() -> np.ndarray:
@@ -63,9 +70,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def searcher(built: Path) -> Iterator[DocumentStore]:
-    store = open_store(built, create=False, embed_model_name=MODEL, read_only=True)
-    yield store
-    store.close()
+    yield from searching(built)
 
 
 def query_of(vector: np.ndarray, k: int = 10, **kwargs: object) -> VectorStoreQuery:
