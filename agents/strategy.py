@@ -356,7 +356,9 @@ def decide(
         return reply if isinstance(reply, AIMessage) else AIMessage(content=reply.text)
     if (strategy or resolve_strategy(settings, model)) == "constrained":
         return constrained_decision(model, messages, specs, settings.constrained_retries)
-    reply = model.bind_tools(list(specs)).invoke(list(messages))
+    from ollagraph.tools.registry import openai_schemas
+
+    reply = model.bind_tools(openai_schemas(specs)).invoke(list(messages))
     assert isinstance(reply, AIMessage)
     if reply.tool_calls or not looks_like_text_call(reply, specs):
         return reply

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
@@ -49,7 +48,7 @@ from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
 from ollagraph.graphs.routing import select_tools
 from ollagraph.graphs.state import InputState, State, ToolRun
-from ollagraph.tools.registry import tool_specs, using_tools
+from ollagraph.tools.registry import openai_schemas, tool_specs, using_tools
 from ollagraph.tools.runner import ToolOutcome, execute
 from ollagraph.tools.sql import approved_writes, database_path
 from ollagraph.tools.sql_guard import classify
@@ -219,7 +218,7 @@ def _tools_chars(specs: list[Any]) -> int:
     if cached is None:
         if len(_schema_chars) >= 64:  # registries rebuilt by tests; a run uses one or two sets
             _schema_chars.clear()
-        chars = tool_schema_chars([convert_to_openai_tool(spec) for spec in specs])
+        chars = tool_schema_chars(openai_schemas(specs))
         cached = _schema_chars[key] = (specs, chars)  # holding the specs keeps their ids unique
     return cached[1]
 

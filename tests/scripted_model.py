@@ -26,6 +26,13 @@ class ScriptExhausted(AssertionError):
     """The graph asked the scripted model for more replies than the test queued."""
 
 
+def _tool_name(tool: Any) -> str:
+    """The name of a tool as `bind_tools` gets it: a tool object, a function or a schema dict."""
+    if isinstance(tool, dict):
+        return str(tool.get("function", tool).get("name"))
+    return str(getattr(tool, "name", None) or getattr(tool, "__name__", None) or tool)
+
+
 class ScriptedChatModel(BaseChatModel):
     """Replays queued AI messages; records every call."""
 
@@ -56,7 +63,7 @@ class ScriptedChatModel(BaseChatModel):
         return self
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:
-        names = [getattr(t, "name", getattr(t, "__name__", str(t))) for t in tools]
+        names = [_tool_name(t) for t in tools]
         clone = self.model_copy()
         # share the queue and the records with the original
         clone.replies, clone.calls, clone.bound_tools = self.replies, self.calls, self.bound_tools

@@ -34,7 +34,7 @@ from ollagraph.tools.sql import sql_query
 from ollagraph.tools.web import web_search
 
 if TYPE_CHECKING:
-    from langchain_core.tools import StructuredTool
+    from langchain_core.tools import BaseTool, StructuredTool
 
     from ollagraph.agents.config import Settings
     from ollagraph.tools.user_tools import UserTool
@@ -139,6 +139,31 @@ def tool_specs(names: Sequence[str], settings: Settings | None = None) -> list[S
         elif (tool := _user_tool(name, settings)) is not None:
             specs.append(tool.spec)
     return specs
+
+
+_schemas: dict[tuple[int, ...], tuple[list[BaseTool], list[dict[str, Any]]]] = {}
+
+
+def openai_schemas(specs: Sequence[BaseTool]) -> list[dict[str, Any]]:
+    """The tools' schemas in the `{"type": "function", ...}` form that Ollama and OpenAI take.
+
+    Cached per set of tool objects: converting a LangChain tool builds its JSON schema again
+    (about 15 us per tool), and a run binds the same tools on every step. Binding these dicts
+    is what `bind_tools(specs)` would send. Do not change the returned dicts.
+
+    Args:
+        specs: Tools from `tool_specs`.
+    """
+    key = tuple(id(spec) for spec in specs)
+    cached = _schemas.get(key)
+    if cached is None:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        if len(_schemas) >= 64:  # registries rebuilt by tests; a run uses one or two sets
+            _schemas.clear()
+        # holding the specs keeps their ids from being reused while the entry exists
+        cached = _schemas[key] = (list(specs), [convert_to_openai_tool(s) for s in specs])
+    return list(cached[1])
 
 
 def source(name: str, settings: Settings | None = None) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ollagraph.agents.config import Settings
 from ollagraph.agents.errors import DatabaseError, ToolError
-from ollagraph.tools.context import current_settings
+from ollagraph.tools.context import current_settings, keeps_time_limit
 from ollagraph.tools.duck import connect
 from ollagraph.tools.sql_guard import Verdict, classify
 
@@ -263,8 +263,8 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], more: int, cap
 def _acquire(lock: threading.Lock, settings: Settings) -> None:
     if not lock.acquire(timeout=settings.tool_timeout):
         raise ToolError(
-            f"The database is still busy with an earlier query after {settings.tool_timeout:g} s. "
-            "Try again in a moment with a smaller query."
+            "The database is still busy with an earlier query after "
+            f"{settings.tool_timeout:.3g} s. Try again in a moment with a smaller query."
         )
 
 
@@ -292,7 +292,7 @@ def _fetch(
         return columns, rows, more, capped
     except duckdb.InterruptException:
         raise ToolError(
-            f"The query ran longer than {settings.tool_timeout:g} s and was stopped. "
+            f"The query ran longer than {settings.tool_timeout:.3g} s and was stopped. "
             "Add filters, aggregate, or use LIMIT."
         ) from None
     except duckdb.Error as exc:
@@ -401,6 +401,7 @@ def run_write(query: str, settings: Settings) -> str:
     return f"Done: the {verdict.kind} statement ran.\n" + format_table(columns, rows, more, capped)
 
 
+@keeps_time_limit  # the query is interrupted and the lock waits at `tool_timeout`
 def sql_query(query: str) -> str:
     """Run one read-only SQL query (DuckDB dialect) on the database and return the result table.
 

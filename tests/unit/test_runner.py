@@ -6,6 +6,7 @@ Real schemas from the registry; where a test needs a tool to misbehave, the `web
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from ollagraph.agents.config import TEXT_TOOLS, Settings
+from ollagraph.agents.deadline import Deadline, using_deadline
 from ollagraph.agents.errors import DatabaseError
 from ollagraph.tools import registry
-from ollagraph.tools.context import current_settings
+from ollagraph.tools.context import current_settings, keeps_time_limit
 from ollagraph.tools.runner import ToolOutcome, execute
 from ollagraph.tools.untrusted import END_MARK, quote
 
@@ -460,3 +462,54 @@ def test_a_forked_child_starts_its_own_workers(
     with os.fdopen(read) as pipe:
         assert pipe.read() == "child x"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- tools that keep their own time limit --------------------------------------------------------
+
+
+def test_a_tool_that_keeps_its_limit_runs_in_this_thread_with_the_deadline_as_its_limit(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    seen: list[tuple[str, float, object]] = []
+
+    @keeps_time_limit
+    def timed(query: str, max_results: int = 5) -> str:
+        settings = current_settings()
+        seen.append((threading.current_thread().name, settings.tool_timeout, settings))
+        settings.tool_timeout = 999  # its private copy: the run keeps its own
+        return "ok"
+
+    replace_web_search(timed)
+    run = Settings(tool_timeout=20, run_timeout=5)
+    assert execute("web_search", {"query": "a"}, run).ok
+    with using_deadline(Deadline(5)):
+        assert execute("web_search", {"query": "b"}, run).ok
+    here = threading.current_thread().name
+    assert [name for name, _, _ in seen] == [here, here]
+    assert seen[0][1] == 20
+    assert 4 < seen[1][1] <= 5  # cut to the time left of the question
+    assert run.tool_timeout == 20 and all(s is not run for _, _, s in seen)
+
+
+def test_an_unmarked_tool_runs_on_a_worker_thread(
+    replace_web_search: Callable[[WebSearch], None],
+) -> None:
+    names: list[str] = []
+    replace_web_search(
+        lambda query, max_results=5: names.append(threading.current_thread().name) or "ok"
+    )
+    assert execute("web_search", {"query": "a"}, Settings()).ok
+    assert names and names[0] != threading.current_thread().name
+
+
+def test_sql_query_is_stopped_at_the_question_deadline_in_this_thread(
+    csv_settings: Settings,
+) -> None:
+    slow = "SELECT count(*) FROM range(1000000000000) a, range(1000) b"
+    settings = Settings(db=csv_settings.db, tools=("sql_query",), tool_timeout=30)
+    with using_deadline(Deadline(0.5)):
+        started = time.monotonic()
+        outcome = execute("sql_query", {"query": slow}, settings)
+    content = assert_failed(outcome)
+    assert re.search(r"ran longer than 0\.\d{1,3} s and was stopped", content), content
+    assert time.monotonic() - started < 5
