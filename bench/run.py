@@ -5,9 +5,10 @@
     python bench/run.py --only startup,orchestration --json results.json
 
 Benches: `startup` (`agent --help` vs `llm --help`), `orchestration` (per tool step: ollagraph's
-graph vs a bare LangGraph loop), `engine` (embedded engine over HTTP + ChatOllama vs
-llama-cpp-python direct; constrained decoding), `workers` (batched vs per-request torch worker),
-`vector` (ollagraph's DuckDB vector store vs llama-index's stock one; `bench/vector_store.py`).
+graph vs LangGraph's prebuilt tool loop, and vs a minimal hand-rolled one), `engine` (embedded
+engine over HTTP + ChatOllama vs llama-cpp-python direct; constrained decoding), `workers`
+(batched vs per-request torch worker), `vector` (ollagraph's DuckDB vector store vs llama-index's
+stock one; `bench/vector_store.py`).
 Each row is ollagraph's number, the peer's number measured in the same run, their ratio
 (ollagraph / peer), the target and pass/fail. Timings on a shared machine are noisy: compare
 ratios, not raw numbers across runs.

@@ -40,8 +40,14 @@ def test_startup_against_a_trivial_peer() -> None:
 
 def test_orchestration_runs_both_loops_with_the_same_script() -> None:
     rows = orchestration.run(steps=2, repeats=1, real_tool=True)
-    check_rows(rows, "orchestration", 2)
-    assert "stand-in" in rows[0]["what"] and "sql_query" in rows[1]["what"]
+    check_rows(rows, "orchestration", 6)
+    whats = [r["what"] for r in rows]
+    assert ["built-in path" in w for w in whats] == [True, False, False] * 2
+    assert ["user tool" in w for w in whats] == [False, True, False] * 2
+    assert ["sql_query" in w for w in whats] == [False, False, True] * 2
+    assert all("prebuilt loop" in w for w in whats[:3])
+    assert all("minimal hand-rolled" in w for w in whats[3:])
+    assert [r["passed"] is None for r in rows] == [False] * 3 + [True] * 3  # minimal: reported
 
 
 def test_orchestration_restores_the_tool_registry() -> None:
@@ -73,12 +79,17 @@ def test_run_prints_one_table_and_writes_json(
     status = bench_run.main(["--quick", "--only", "orchestration", "--json", str(out)])
     printed = capsys.readouterr().out
     rows = json.loads(out.read_text())
-    check_rows(rows, "orchestration", 1)
-    assert status == (0 if rows[0]["passed"] else 1)
+    check_rows(rows, "orchestration", 4)  # quick: two stand-in cases, two peers
+    assert status == (0 if all(r["passed"] is not False for r in rows) else 1)
     lines = [line for line in printed.splitlines() if line.startswith("|")]
-    assert lines[0].startswith("| bench | what | ollagraph | peer |") and len(lines) == 3
-    assert lines[2].startswith("| orchestration |")
-    assert lines[2].rstrip().endswith(("pass |", "fail |"))
+    assert lines[0].startswith("| bench | what | ollagraph | peer |") and len(lines) == 6
+    assert all(line.startswith("| orchestration |") for line in lines[2:])
+    assert [line.rstrip().endswith(("pass |", "fail |")) for line in lines[2:]] == [
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_unknown_bench_is_refused() -> None:
