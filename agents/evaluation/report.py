@@ -3,8 +3,10 @@
 Metrics, per system:
 
 - **tool-call validity**: calls that name an offered tool with schema-valid arguments, out of all
-  calls (malformed calls the model wrote but that could not be parsed count as invalid);
-  "n/a" when the system made no call at all.
+  calls tried. Calls that could not be made count as tried and invalid: those LangChain could
+  not parse, and those the final answer writes out as text (`runner.text_calls`: a
+  `<tool_call>` block with an invented tool name, a JSON call object as the whole answer).
+  "n/a" when the system tried no call at all.
 - **right tool**: questions where the required tools were called and nothing outside the allowed
   ones (a run that failed with an error counts as wrong).
 - **SQL execution accuracy**: questions with an expected result set where a query the system ran

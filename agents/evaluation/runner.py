@@ -15,6 +15,7 @@ latency, and the checkers' verdicts.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -238,6 +239,7 @@ def run_ollagraph(q: Question, settings: Settings, session: Any) -> Run:
         return run
     run.seconds = time.perf_counter() - start
     run.answer = result.answer
+    run.malformed = text_calls(result.answer)
     run.partial = result.partial
     run.calls = [
         Call(c["name"], c["args"], call_valid(c["name"], c["args"], offered), bool(c["ok"]))
@@ -285,18 +287,36 @@ def baseline_agent(settings: Settings, offered: Sequence[str], model_factory: Mo
         )
 
 
-def _looks_like_call(text: str) -> bool:
-    """A reply that writes a tool call as JSON text instead of making it."""
-    import json
+def text_calls(text: str) -> int:
+    """How many tool calls a final answer writes out as text instead of making them.
 
-    text = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
-    if not text.startswith("{"):
-        return False
+    A model that answers with a call it could not make (an invented tool name, arguments that
+    are not an object, a call form its server does not parse) tried to call a tool and failed,
+    so each such call counts against tool-call validity. Recognised: every `<tool_call>` block
+    (each call of a list in it; an unreadable block counts once), the Mistral and Llama call
+    prefixes, and an answer that is only a JSON call object or list (also in a code fence), as
+    the engine's parser reads them but with any tool name.
+
+    Args:
+        text: The final answer.
+    """
+    from ollagraph.agents.engine.toolcalls import TAGGED, parse_tool_calls
+
+    blocks = sum(text.count(open_tag) for open_tag, _ in TAGGED)
+    _, calls = parse_tool_calls(text, None)
+    if blocks:
+        return max(blocks, len(calls))
+    if calls:
+        return len(calls)
+    body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    if not body.startswith("{"):
+        return 0
     try:
-        data = json.loads(text)
+        data = json.loads(body)
     except ValueError:
-        return False
-    return isinstance(data, dict) and bool({"name", "tool", "function", "arguments"} & set(data))
+        return 0
+    keys = {"name", "tool", "function", "arguments"}
+    return int(isinstance(data, dict) and bool(keys & set(data)))
 
 
 def run_baseline(q: Question, settings: Settings, model_factory: ModelFactory) -> Run:
@@ -346,8 +366,7 @@ def run_baseline(q: Question, settings: Settings, model_factory: ModelFactory) -
     last = messages[-1] if messages else None
     if isinstance(last, AIMessage) and not last.tool_calls and not run.partial:
         run.answer = last.text.strip()
-        if _looks_like_call(run.answer):
-            run.malformed += 1
+        run.malformed += text_calls(run.answer)
     return run
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ollagraph.agents.evaluation.questions import (
     load_questions,
 )
 from ollagraph.agents.evaluation.report import markdown_table, summarize
-from ollagraph.agents.evaluation.runner import Call, Outcome
+from ollagraph.agents.evaluation.runner import Call, Outcome, text_calls
 
 TEXT = ("sql_query", "search_documents", "web_search")
 
@@ -168,3 +169,34 @@ def test_summary_and_table() -> None:
     table = markdown_table([ours, theirs])
     assert "| tool-call validity | 66.7% (2/3) | n/a |" in table
     assert "| SQL execution accuracy | 50.0% (1/2) | n/a |" in table
+
+
+@pytest.mark.parametrize(
+    ("answer", "count"),
+    [
+        ("The capital of Italy is Rome.", 0),
+        ("Use `{braces}` in SQL? No: SELECT 1.", 0),
+        # invented tool names in the engine's SmolLM2 call form: tried, not made
+        ('Total:\n<tool_call>[{"name": "total_value", "arguments": {"a": 1}}]</tool_call>', 1),
+        (
+            '<tool_call>[{"name": "customers", "arguments": {}}, {"name": "orders", '
+            '"arguments": {}}, {"name": "x", "arguments": {}}]</tool_call>\nMore text',
+            3,
+        ),
+        ("<tool_call>not json</tool_call> and <tool_call>{}</tool_call>", 2),
+        ('[TOOL_CALLS] [{"name": "f", "arguments": {}}]', 1),
+        ('```json\n{"name": "sql_query", "arguments": {"query": 1}}\n```', 1),
+        ('{"tool": "lookup"}', 1),
+        ('{"answer": 42}', 0),
+        ('You can use the following JSON:\n{"name": "sql_query", "description": "..."}', 0),
+    ],
+)
+def test_calls_written_as_text_count_as_tried_calls(answer: str, count: int) -> None:
+    assert text_calls(answer) == count
+
+
+def test_calls_written_as_text_make_validity_measurable() -> None:
+    outcome = replace(_outcome("baseline", [], False, None, False), malformed=2)
+    summary = summarize([outcome], "baseline")
+    assert (summary.calls, summary.valid_calls, summary.validity) == (2, 0, 0.0)
+    assert "| tool-call validity | 0.0% (0/2) |" in markdown_table([summary])
