@@ -275,8 +275,15 @@ def _fetch(
     import duckdb
 
     cursor = conn.cursor()
-    timer = threading.Timer(settings.tool_timeout, cursor.interrupt)
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        timed_out.set()
+        cursor.interrupt()
+
+    timer = threading.Timer(settings.tool_timeout, stop)
     timer.start()
+    finished = False
     try:
         cursor.execute(query)
         columns = [d[0] for d in cursor.description or []]
@@ -289,16 +296,27 @@ def _fetch(
             more += len(chunk)
         else:
             capped = bool(columns)
+        finished = True
         return columns, rows, more, capped
-    except duckdb.InterruptException:
-        raise ToolError(
-            f"The query ran longer than {settings.tool_timeout:.3g} s and was stopped. "
-            "Add filters, aggregate, or use LIMIT."
-        ) from None
+    except (duckdb.InterruptException, RuntimeError) as exc:
+        if timed_out.is_set():
+            raise ToolError(
+                f"The query ran longer than {settings.tool_timeout:.3g} s and was stopped. "
+                "Add filters, aggregate, or use LIMIT."
+            ) from None
+        if "interrupted" in str(exc).lower():
+            # Ctrl-C in the thread running the query: DuckDB stops it and turns the pending
+            # KeyboardInterrupt into this error. It is the user's, not the model's.
+            raise KeyboardInterrupt from None
+        if isinstance(exc, duckdb.Error):
+            raise ToolError(f"DuckDB error: {exc}") from None
+        raise
     except duckdb.Error as exc:
         raise ToolError(f"DuckDB error: {exc}") from None
     finally:
         timer.cancel()
+        if not finished:  # an error or Ctrl-C may leave DuckDB's workers on the query
+            cursor.interrupt()
         cursor.close()
 
 

@@ -6,7 +6,9 @@ Real schemas from the registry; where a test needs a tool to misbehave, the `web
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -512,4 +514,22 @@ def test_sql_query_is_stopped_at_the_question_deadline_in_this_thread(
         outcome = execute("sql_query", {"query": slow}, settings)
     content = assert_failed(outcome)
     assert re.search(r"ran longer than 0\.\d{1,3} s and was stopped", content), content
+    assert time.monotonic() - started < 5
+
+
+def test_ctrl_c_during_an_sql_query_reaches_the_user_not_the_model(
+    csv_settings: Settings,
+) -> None:
+    """The query runs in this thread: DuckDB turns Ctrl-C into an error, the runner re-raises."""
+    slow = "SELECT count(*) FROM range(1000000000000) a, range(1000) b"
+    settings = Settings(db=csv_settings.db, tools=("sql_query",), tool_timeout=30)
+    assert execute("sql_query", {"query": "SELECT 1"}, settings).ok  # opened before the timer
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    started = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute("sql_query", {"query": slow}, settings)
+    finally:
+        timer.cancel()
     assert time.monotonic() - started < 5
