@@ -8,7 +8,8 @@ the way Ollama reports them (`prompt_eval_count`, `eval_count`, durations).
 LoRA adapters registered with the model (`lora`) are loaded into the same context with their
 scales right after the weights.
 
-llama.cpp is not thread-safe: the scheduler lets one request at a time use a runner.
+llama.cpp is not thread-safe: the scheduler lets one request at a time use a runner, and each
+runner generates on one thread of its own (`compute`), whichever connection asked.
 
 `llama_cpp` is imported on first use, never when this module is imported.
 """
@@ -29,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ollagraph.agents.engine.compute import ComputeThread
 from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
 from ollagraph.agents.engine.lora import LoraAdapter, apply_adapters
 from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
@@ -260,6 +262,7 @@ class LlamaRunner:
         self._llm: Any = None
         self._formatter: Any = None
         self._stop_ids: set[int] = set()
+        self._compute: ComputeThread | None = None
         self.last_prompt = ""
 
     @property
@@ -333,11 +336,17 @@ class LlamaRunner:
         return self.load_seconds
 
     def close(self) -> None:
-        """Free the model and its context."""
+        """Free the model and its context (after any generation in progress)."""
         llm, self._llm = self._llm, None
+        compute, self._compute = self._compute, None
         if llm is not None:
             with contextlib.suppress(Exception):
-                llm.close()
+                if compute is not None:
+                    compute.call(llm.close)
+                else:
+                    llm.close()
+        if compute is not None:
+            compute.stop()
 
     # -- prompting ----------------------------------------------------------------------------
 
@@ -411,11 +420,31 @@ class LlamaRunner:
     ) -> Iterator[Piece | Finished]:
         """Generate an answer, yielding text pieces and, last, the counters.
 
+        The generation runs on this model's compute thread (`compute.ComputeThread`), whatever
+        thread iterates; closing the iterator stops it.
+
         Args:
             prompt_tokens: The tokenized prompt (`fit_prompt`).
             options: Sampling options (temperature, top_k, top_p, seed, num_predict, stop...).
             grammar: A grammar from `build_grammar`, or None.
         """
+        self.load()
+        return self._compute_thread().stream(
+            lambda: self._generate(prompt_tokens, options, grammar)
+        )
+
+    def _compute_thread(self) -> ComputeThread:
+        with _LOAD_LOCK:
+            if self._compute is None:
+                self._compute = ComputeThread(f"llama-{self.path.stem[:20]}")
+            return self._compute
+
+    def _generate(
+        self,
+        prompt_tokens: list[int],
+        options: GenerationOptions,
+        grammar: Any = None,
+    ) -> Iterator[Piece | Finished]:
         self.load()
         llama_cpp = _llama_cpp()
         llm = self._llm
