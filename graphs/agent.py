@@ -34,7 +34,6 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, interrupt
 
 from ollagraph.agents.config import Settings
-from ollagraph.agents.context_window import tool_schema_chars
 from ollagraph.agents.deadline import Deadline, current_deadline, using_deadline
 from ollagraph.agents.errors import OllagraphError, ToolLoadError
 from ollagraph.agents.models import (
@@ -48,7 +47,7 @@ from ollagraph.agents.strategy import decide, resolve_strategy
 from ollagraph.graphs import prompts
 from ollagraph.graphs.routing import select_tools
 from ollagraph.graphs.state import InputState, State, ToolRun
-from ollagraph.tools.registry import openai_schemas, tool_specs, using_tools
+from ollagraph.tools.registry import schemas_size, tool_specs, using_tools
 from ollagraph.tools.runner import ToolOutcome, execute
 from ollagraph.tools.sql import approved_writes, database_path
 from ollagraph.tools.sql_guard import classify
@@ -208,21 +207,6 @@ def _same_json(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
-_schema_chars: dict[tuple[int, ...], tuple[list[Any], int]] = {}
-
-
-def _tools_chars(specs: list[Any]) -> int:
-    """Characters of the tool schemas sent with an act request (the same every step of a run)."""
-    key = tuple(id(spec) for spec in specs)
-    cached = _schema_chars.get(key)
-    if cached is None:
-        if len(_schema_chars) >= 64:  # registries rebuilt by tests; a run uses one or two sets
-            _schema_chars.clear()
-        chars = tool_schema_chars(openai_schemas(specs))
-        cached = _schema_chars[key] = (specs, chars)  # holding the specs keeps their ids unique
-    return cached[1]
-
-
 def _text(message: BaseMessage) -> str:
     return message.text.strip()
 
@@ -376,7 +360,7 @@ def build_graph(
             settings,
             model,
             prompt,
-            tools_chars=_tools_chars(specs),
+            tools_chars=schemas_size(specs),
         )
         reply = call_model(settings, lambda: decide(settings, model, messages, specs, strategy))
         return {"messages": [_drop_repeats(reply, state.get("tool_runs", []))]}

@@ -141,7 +141,24 @@ def tool_specs(names: Sequence[str], settings: Settings | None = None) -> list[S
     return specs
 
 
-_schemas: dict[tuple[int, ...], tuple[list[BaseTool], list[dict[str, Any]]]] = {}
+_schemas: dict[tuple[int, ...], tuple[list[BaseTool], list[dict[str, Any]], int]] = {}
+
+
+def _schema_entry(specs: Sequence[BaseTool]) -> tuple[list[BaseTool], list[dict[str, Any]], int]:
+    """The tools, their converted schemas and the schemas' size, cached per set of tools."""
+    key = tuple(id(spec) for spec in specs)
+    cached = _schemas.get(key)
+    if cached is None:
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        from ollagraph.agents.context_window import tool_schema_chars
+
+        if len(_schemas) >= 64:  # registries rebuilt by tests; a run uses one or two sets
+            _schemas.clear()
+        schemas = [convert_to_openai_tool(s) for s in specs]
+        # holding the specs keeps their ids from being reused while the entry exists
+        cached = _schemas[key] = (list(specs), schemas, tool_schema_chars(schemas))
+    return cached
 
 
 def openai_schemas(specs: Sequence[BaseTool]) -> list[dict[str, Any]]:
@@ -154,16 +171,16 @@ def openai_schemas(specs: Sequence[BaseTool]) -> list[dict[str, Any]]:
     Args:
         specs: Tools from `tool_specs`.
     """
-    key = tuple(id(spec) for spec in specs)
-    cached = _schemas.get(key)
-    if cached is None:
-        from langchain_core.utils.function_calling import convert_to_openai_tool
+    return list(_schema_entry(specs)[1])
 
-        if len(_schemas) >= 64:  # registries rebuilt by tests; a run uses one or two sets
-            _schemas.clear()
-        # holding the specs keeps their ids from being reused while the entry exists
-        cached = _schemas[key] = (list(specs), [convert_to_openai_tool(s) for s in specs])
-    return list(cached[1])
+
+def schemas_size(specs: Sequence[BaseTool]) -> int:
+    """Characters of the tools' schemas as they are sent (`context_window.tool_schema_chars`).
+
+    Args:
+        specs: Tools from `tool_specs`.
+    """
+    return _schema_entry(specs)[2]
 
 
 def source(name: str, settings: Settings | None = None) -> str:
