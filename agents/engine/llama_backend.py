@@ -460,6 +460,8 @@ class LlamaRunner:
         hit = False
         limit = options.num_predict if options.num_predict > 0 else None
         context = self.context_limit(options.num_ctx)
+        if options.seed >= 0:
+            _settle_prefix(llm, prompt_tokens)
         tokens = llm.generate(
             prompt_tokens,
             top_k=options.top_k,
@@ -511,6 +513,28 @@ class LlamaRunner:
             eval_count=len(generated),
             eval_duration=ended - first,
         )
+
+
+def _settle_prefix(llm: Any, prompt_tokens: list[int]) -> None:
+    """Evaluate all of the prompt but its last token, which `generate` then evaluates alone.
+
+    A prompt that llama.cpp finds cached gets its last token evaluated alone, while a new prompt
+    is evaluated in one batch; the two give logits that differ in the last bits, and sampling
+    at a temperature can then pick another first token. A request with a seed asks for the
+    same answer every time, so its last prompt token is always evaluated alone (one extra
+    forward pass when the prompt is new).
+    """
+    head = prompt_tokens[:-1]
+    if not head:
+        return
+    import numpy as np
+
+    known = np.asarray(llm.input_ids)[: len(head)]
+    differs = np.flatnonzero(known != np.asarray(head[: len(known)], dtype=known.dtype))
+    common = int(differs[0]) if differs.size else len(known)
+    llm.n_tokens = common
+    if common < len(head):
+        llm.eval(head[common:])
 
 
 def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:

@@ -226,10 +226,17 @@ def test_options_num_predict_and_seed(client: ollama.Client) -> None:
     short = chat(client, "Tell me a long story about a duck.", options={"num_predict": 5})
     assert (short.eval_count, short.done_reason) == (5, "length")
 
+    # The same seed gives the same answer whether llama.cpp evaluates the prompt anew (first,
+    # third) or finds it cached (second), and after a one-token answer left it cached whole.
     sampled = {"temperature": 0.9, "seed": 1234, "num_predict": 16}
     first = chat(client, "Invent a name for a duck.", options=sampled)
     second = chat(client, "Invent a name for a duck.", options=sampled)
-    assert first.message.content == second.message.content
+    chat(client, "Invent a name for a cat.", options=sampled)
+    third = chat(client, "Invent a name for a duck.", options=sampled)
+    chat(client, "Invent a name for a duck.", options={**sampled, "num_predict": 1})
+    fourth = chat(client, "Invent a name for a duck.", options=sampled)
+    assert first.message.content == second.message.content == third.message.content
+    assert fourth.message.content == first.message.content
 
     greedy = [chat(client, "What colour is a rubber duck?").message.content for _ in range(2)]
     assert greedy[0] == greedy[1]
