@@ -36,6 +36,7 @@ from ollagraph.agents.engine.lora import LoraAdapter, apply_adapters
 from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
 from ollagraph.agents.engine.templates import chat_template_for
+from ollagraph.agents.engine.tokens import PrefixTokenizer
 
 _LOAD_LOCK = threading.Lock()
 
@@ -263,6 +264,8 @@ class LlamaRunner:
         self._formatter: Any = None
         self._stop_ids: set[int] = set()
         self._compute: ComputeThread | None = None
+        self._tokens: PrefixTokenizer | None = None
+        self._bos_text = ""
         self.last_prompt = ""
 
     @property
@@ -331,6 +334,8 @@ class LlamaRunner:
                     stop_ids.add(tokens[0])
         self._stop_ids = stop_ids
         self._vocab = vocab
+        self._bos_text = token_text(bos)
+        self._tokens = _prefix_tokenizer(llm, vocab)
         self._llm = llm
         self.load_seconds = time.perf_counter() - started
         return self.load_seconds
@@ -339,6 +344,7 @@ class LlamaRunner:
         """Free the model and its context (after any generation in progress)."""
         llm, self._llm = self._llm, None
         compute, self._compute = self._compute, None
+        self._tokens = None
         if llm is not None:
             with contextlib.suppress(Exception):
                 if compute is not None:
@@ -371,13 +377,11 @@ class LlamaRunner:
     def tokenize(self, prompt: str) -> list[int]:
         """Tokenize a rendered prompt (special tokens parsed; BOS added only when needed)."""
         self.load()
-        llm = self._llm
         add_bos = bool(self.info.metadata.get("tokenizer.ggml.add_bos_token", False))
-        bos = llm.token_bos()
-        if add_bos and bos >= 0:
-            bos_text = bytes(llm.detokenize([bos], special=True)).decode("utf-8", "replace")
-            add_bos = not prompt.startswith(bos_text)
-        return list(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        if add_bos and self._bos_text:
+            add_bos = not prompt.startswith(self._bos_text)
+        assert self._tokens is not None
+        return self._tokens(prompt.encode("utf-8"), add_bos)
 
     def context_limit(self, num_ctx: int) -> int:
         """The context window a request gets: its `num_ctx`, within what is loaded."""
@@ -535,6 +539,39 @@ def _settle_prefix(llm: Any, prompt_tokens: list[int]) -> None:
     llm.n_tokens = common
     if common < len(head):
         llm.eval(head[common:])
+
+
+def _prefix_tokenizer(llm: Any, vocab: Any) -> PrefixTokenizer:
+    """A tokenizer for `llm` that reuses the tokens of recent prompts' prefixes (`tokens`)."""
+    llama_cpp = _llama_cpp()
+    splits = (
+        llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+    )
+
+    def tokenize(text: bytes, add_bos: bool) -> list[int]:
+        return list(llm.tokenize(text, add_bos=add_bos, special=True))
+
+    def is_special(token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_get_attr(vocab, token) & splits)
+
+    return PrefixTokenizer(tokenize, lambda token: token_piece(vocab, token), is_special)
+
+
+def token_piece(vocab: Any, token: int) -> bytes:
+    """The bytes of one token, special tokens spelled out (any length)."""
+    import ctypes
+
+    llama_cpp = _llama_cpp()
+    size = 64
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        written = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        if written < 0:  # the buffer was too small: -written bytes are needed
+            size = -written
+            continue
+        return bytes(buffer.raw[:written])
 
 
 def _split_stop(text: str, stops: Sequence[str]) -> tuple[str, str, bool]:

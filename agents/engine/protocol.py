@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 DEFAULT_KEEP_ALIVE_SECONDS = 300.0
@@ -174,7 +175,7 @@ class GenerationOptions:
         if not isinstance(options, Mapping):
             raise APIError(400, "options must be a JSON object")
         values: dict[str, Any] = {}
-        kinds = {name: type(getattr(cls(), name)) for name in cls.__dataclass_fields__}
+        kinds = _option_kinds()
         for name, raw in options.items():
             kind = kinds.get(name)
             if kind is None or raw is None:
@@ -183,6 +184,13 @@ class GenerationOptions:
         if "num_ctx" in values and values["num_ctx"] < 1:
             values.pop("num_ctx")
         return cls(**values)
+
+
+@lru_cache(maxsize=1)
+def _option_kinds() -> dict[str, type]:
+    """Each option's type, from its default."""
+    defaults = GenerationOptions()
+    return {name: type(getattr(defaults, name)) for name in GenerationOptions.__dataclass_fields__}
 
 
 def _coerce_option(name: str, raw: Any, kind: type) -> Any:
