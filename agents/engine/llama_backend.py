@@ -464,7 +464,7 @@ class LlamaRunner:
         hit = False
         limit = options.num_predict if options.num_predict > 0 else None
         context = self.context_limit(options.num_ctx)
-        if options.seed >= 0:
+        if options.seed >= 0 and options.temperature > 0:
             _settle_prefix(llm, prompt_tokens)
         tokens = llm.generate(
             prompt_tokens,
@@ -524,9 +524,9 @@ def _settle_prefix(llm: Any, prompt_tokens: list[int]) -> None:
 
     A prompt that llama.cpp finds cached gets its last token evaluated alone, while a new prompt
     is evaluated in one batch; the two give logits that differ in the last bits, and sampling
-    at a temperature can then pick another first token. A request with a seed asks for the
-    same answer every time, so its last prompt token is always evaluated alone (one extra
-    forward pass when the prompt is new).
+    at a temperature can then pick another first token. A request that samples with a seed
+    asks for the same answer every time, so its last prompt token is always evaluated alone
+    (one extra forward pass when the prompt is new; greedy requests need no seed and skip it).
     """
     head = prompt_tokens[:-1]
     if not head:

@@ -61,9 +61,10 @@ def test_orchestration_restores_the_tool_registry() -> None:
 
 def test_engine_over_http_and_llama_cpp_direct() -> None:
     rows = engine.run(tokens=6, repeats=1)
-    check_rows(rows, "engine", 3)
-    assert [r["unit"] for r in rows] == ["tok/s", "ms", "tok/s"]
-    assert rows[2]["passed"] is None  # constrained decoding is reported, not judged
+    check_rows(rows, "engine", 4)
+    assert [r["unit"] for r in rows] == ["tok/s", "ms", "ms", "tok/s"]
+    assert "a new question each request" in rows[2]["what"]
+    assert rows[3]["passed"] is None  # constrained decoding is reported, not judged
 
 
 @pytest.mark.torch
