@@ -265,6 +265,7 @@ class LlamaRunner:
         self._stop_ids: set[int] = set()
         self._compute: ComputeThread | None = None
         self._tokens: PrefixTokenizer | None = None
+        self._pieces: dict[int, bytes] = {}  # token -> the bytes it adds to an answer
         self._bos_text = ""
         self.last_prompt = ""
 
@@ -464,6 +465,7 @@ class LlamaRunner:
         hit = False
         limit = options.num_predict if options.num_predict > 0 else None
         context = self.context_limit(options.num_ctx)
+        pieces = self._pieces
         if options.seed >= 0 and options.temperature > 0:
             _settle_prefix(llm, prompt_tokens)
         tokens = llm.generate(
@@ -489,9 +491,10 @@ class LlamaRunner:
                 if token in self._stop_ids or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     reason = "stop"
                     break
-                previous = prompt_tokens + generated[:-1]
-                raw = llm.detokenize([token], prev_tokens=previous)
-                pending += decoder.decode(bytes(raw))
+                raw = pieces.get(token)
+                if raw is None:
+                    raw = pieces[token] = token_piece(self._vocab, token, special=False)
+                pending += decoder.decode(raw)
                 out, pending, hit = _split_stop(pending, stops)
                 if out:
                     yield Piece(out)
@@ -559,15 +562,25 @@ def _prefix_tokenizer(llm: Any, vocab: Any) -> PrefixTokenizer:
     return PrefixTokenizer(tokenize, lambda token: token_piece(vocab, token), is_special)
 
 
-def token_piece(vocab: Any, token: int) -> bytes:
-    """The bytes of one token, special tokens spelled out (any length)."""
+def token_piece(vocab: Any, token: int, *, special: bool = True) -> bytes:
+    """The bytes of one token, however long.
+
+    llama-cpp-python's `detokenize` gives nothing for tokens over 32 bytes (SmolLM2 has 47:
+    a newline and 32 or more spaces, common in indented code), so answers lost them.
+
+    Args:
+        vocab: The model's llama.cpp vocabulary.
+        token: The token.
+        special: Spell out control tokens (`<|im_end|>`); without it they are empty, as in
+            an answer's text.
+    """
     import ctypes
 
     llama_cpp = _llama_cpp()
     size = 64
     while True:
         buffer = ctypes.create_string_buffer(size)
-        written = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, True)
+        written = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, special)
         if written < 0:  # the buffer was too small: -written bytes are needed
             size = -written
             continue

@@ -97,3 +97,26 @@ def test_token_pieces_spell_special_tokens_and_long_tokens(runner: LlamaRunner) 
     assert len(im_start) == 1 and token_piece(vocab, im_start[0]) == b"<|im_start|>"
     spaces = full(runner, " " * 200)
     assert b"".join(token_piece(vocab, token) for token in spaces) == b" " * 200
+
+
+def test_a_generated_token_longer_than_32_bytes_reaches_the_answer_whole(
+    runner: LlamaRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """llama-cpp-python's `detokenize` gives b"" for such tokens (a newline and 32+ spaces)."""
+    from ollagraph.agents.engine.llama_backend import Piece
+    from ollagraph.agents.engine.protocol import GenerationOptions
+
+    vocab = runner._vocab
+    indent = full(runner, "x\n" + " " * 32)[1:]
+    assert len(indent) == 1 and len(token_piece(vocab, indent[0])) == 33
+    eos = runner._llm.token_eos()
+    scripted = [*full(runner, "SELECT"), indent[0], *full(runner, "1"), eos]
+
+    def generate(tokens: list[int], **_: Any) -> Iterator[int]:
+        yield from scripted
+
+    monkeypatch.setattr(runner._llm, "generate", generate)
+    prompt = runner.tokenize(runner.render([{"role": "user", "content": "hi"}]))
+    events = list(runner.generate(prompt, GenerationOptions(temperature=0.0)))
+    text = "".join(e.text for e in events if isinstance(e, Piece))
+    assert text == "SELECT\n" + " " * 32 + "1"
