@@ -6,7 +6,8 @@ bench streams a chat through LangChain's `ChatOllama`. The peer loads the same G
 process with `llama_cpp.Llama` and streams `create_chat_completion`. Same prompt, same number of
 tokens to generate, temperature 0, the same threads (`OLLAGRAPH_ENGINE_THREADS` for the engine,
 `n_threads` for the peer), the same context window and the engine's model parameters (no extra
-weight buffers on CPUs that advertise AMX, where loading would crash).
+weight buffers on CPUs that advertise AMX, where loading would crash; flash attention as
+`OLLAMA_FLASH_ATTENTION` says, for both).
 
 - time to first token: from the call to the first streamed text (prompt evaluation + overheads),
   over 3x `--repeats` extra requests of 16 tokens per side, alternating; once with the same
@@ -163,6 +164,7 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
     from ollagraph.agents.engine.llama_backend import (
         _model_params,
         default_threads,
+        flash_attention,
         use_extra_buffers,
     )
     from ollagraph.agents.engine.registry import SMOLLM2, bundled_models
@@ -189,6 +191,7 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
                 n_ctx=NUM_CTX,
                 n_threads=threads,
                 n_threads_batch=threads,
+                flash_attn=flash_attention(),
                 seed=0,
                 verbose=False,
             )
