@@ -185,6 +185,14 @@ def _database_schema(settings: Settings, compact: bool = False) -> str | None:
         return f"(the database cannot be read: {exc.message})"
 
 
+def _table_names(settings: Settings) -> list[str]:
+    """The database's tables (from the compact description, which is cached), or none."""
+    schema = _database_schema(settings, compact=True)
+    if not schema or schema.startswith("("):
+        return []
+    return [line.split("(", 1)[0] for line in schema.splitlines() if "(" in line]
+
+
 def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
     """Treat a reply that only repeats calls already answered this turn as the decision to answer.
 
@@ -313,7 +321,7 @@ def build_graph(
     def _plan(state: State, runtime: Runtime[Settings]) -> dict[str, Any]:
         started = time.time() - current_deadline().elapsed()  # wall-clock start of the question
         run = settings_of(runtime)
-        offered = select_tools(_question(state), run.tools)
+        offered = select_tools(_question(state), run.tools, _table_names(run))
         settings = _derived(run, tools=offered)
         settings = within_deadline(settings, current_deadline())
         model, messages = fit_request(

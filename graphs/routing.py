@@ -3,15 +3,17 @@
 Small models choose badly among many tools, so the graph does not show them all eight. A question
 that names an image file (or carries a data URL) is offered the one image tool its wording asks
 for — upscale, remember faces, find similar faces, or else a caption/answer about the image — and
-a question that asks for a new picture is offered `generate_image`. Every other question is
-offered the enabled text tools (SQL, documents, web). Only enabled tools are ever offered; when
-routing finds none of them enabled, the text tools are used.
+a question that asks for a new picture is offered `generate_image`. A question that speaks of one
+of the database's tables as a table ("How many ducks are in the ducks table?") is offered
+`sql_query` alone: SmolLM2-135M, offered everything, searched the documents for it four times.
+Every other question is offered the enabled text tools (SQL, documents, web). Only enabled tools
+are ever offered; when routing finds none of them enabled, the text tools are used.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ollagraph.agents.config import IMAGE_TOOLS
 
@@ -55,17 +57,39 @@ def image_tool_for(question: str) -> str | None:
     return "caption_image"
 
 
-def select_tools(question: str, enabled: Sequence[str]) -> tuple[str, ...]:
+def names_a_table(question: str, tables: Iterable[str]) -> bool:
+    """True when the question names one of `tables` as a table ("the ducks table").
+
+    "table `orders`" counts too; speaking of what a table holds ("how many ducks") does not.
+
+    Args:
+        question: The user's latest message.
+        tables: The database's table names.
+    """
+    for table in tables:
+        name = re.escape(table)
+        quoted = rf"[`'\"]?{name}[`'\"]?"
+        if re.search(rf"(?<!\w){quoted}\s+tables?\b|\btables?\s+{quoted}(?!\w)", question, re.I):
+            return True
+    return False
+
+
+def select_tools(
+    question: str, enabled: Sequence[str], tables: Iterable[str] = ()
+) -> tuple[str, ...]:
     """The tools to offer for `question`, out of the `enabled` ones.
 
     Args:
         question: The user's latest message.
         enabled: The tools the settings allow.
+        tables: The database's table names (for questions that name one).
     """
     tool = image_tool_for(question)
     if tool is not None and tool in enabled:
         return (tool,)
+    if "sql_query" in enabled and names_a_table(question, tables):
+        return ("sql_query",)
     return tuple(name for name in enabled if name not in IMAGE_TOOLS)
 
 
-__all__ = ["image_tool_for", "is_image_request", "select_tools"]
+__all__ = ["image_tool_for", "is_image_request", "names_a_table", "select_tools"]

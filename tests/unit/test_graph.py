@@ -99,8 +99,16 @@ def test_plan_act_tools_act_answer_on_the_sample_database() -> None:
     assert "1. sql_query" in act_call[0].content  # the plan reaches the act prompt
     assert any(isinstance(m, ToolMessage) for m in act_again)  # act sees the tool result
     assert str(sample_duck_count()) in answer_call[-1].content  # the answer is grounded
-    assert model.bound_tools[1] == ["sql_query", "web_search"]
+    assert model.bound_tools[1] == ["sql_query"]  # the question names a table: SQL alone
     assert model.bound_tools[0] == [] and model.bound_tools[3] == []  # plan/answer: no tools
+    assert state["offered"] == ["sql_query"]
+
+
+def test_a_question_that_names_no_table_is_offered_every_text_tool() -> None:
+    model = ScriptedChatModel().enqueue_text("1. answer").enqueue_text("DONE").enqueue_text("60.")
+    state = run(model, "How many ducks do you sell?")
+    assert state["offered"] == ["sql_query", "web_search"]
+    assert model.bound_tools[1] == ["sql_query", "web_search"]
 
 
 def test_wrong_tool_name_comes_back_as_text_and_the_run_continues() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ollagraph.agents.config import ALL_TOOLS, TEXT_TOOLS
-from ollagraph.graphs.routing import image_tool_for, is_image_request, select_tools
+from ollagraph.graphs.routing import image_tool_for, is_image_request, names_a_table, select_tools
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,35 @@ def test_disabled_image_tools_are_never_offered() -> None:
     assert select_tools("What is in duck.jpg?", TEXT_TOOLS) == TEXT_TOOLS
     assert select_tools("Draw a duck", ("sql_query",)) == ("sql_query",)
     assert select_tools("Draw a duck", ("caption_image",)) == ()
+
+
+TABLES = ("ducks", "orders", "order_items", "customers")
+
+
+@pytest.mark.parametrize(
+    ("question", "named"),
+    [
+        ("How many ducks are in the ducks table?", True),
+        ("Drop the ducks table.", True),
+        ("Count the rows of table orders", True),
+        ("What columns does table `order_items` have?", True),
+        ("Add a customer to the customers table", True),
+        ("Compare the tables orders and customers", True),
+        ("How many ducks do you sell?", False),
+        ("Which customers ordered most?", False),
+        ("Put the ducks on the table", False),  # a table, but not one of the database's
+        ("Is the duckstable open?", False),
+        ("Does the orders tablet app work?", False),
+    ],
+)
+def test_names_a_table(question: str, named: bool) -> None:
+    assert names_a_table(question, TABLES) is named
+
+
+def test_a_question_naming_a_table_is_offered_sql_alone() -> None:
+    question = "How many ducks are in the ducks table?"
+    assert select_tools(question, TEXT_TOOLS, TABLES) == ("sql_query",)
+    assert select_tools(question, TEXT_TOOLS) == TEXT_TOOLS  # no tables known: no rule
+    no_sql = tuple(t for t in TEXT_TOOLS if t != "sql_query")
+    assert select_tools(question, no_sql, TABLES) == no_sql  # never a tool that is not enabled
+    assert select_tools("Draw the ducks table", ALL_TOOLS, TABLES) == ("generate_image",)
