@@ -193,20 +193,27 @@ def _table_names(settings: Settings) -> list[str]:
     return [line.split("(", 1)[0] for line in schema.splitlines() if "(" in line]
 
 
+FAILED_REPEATS = 2  # runs of one failing call (same tool and arguments) before it is dropped
+
+
 def _drop_repeats(reply: AIMessage, runs: list[ToolRun]) -> AIMessage:
     """Treat a reply that only repeats calls already answered this turn as the decision to answer.
 
     Small models often send the same arguments again after a call succeeded — to the same tool,
     or pasted into another one (the SQL text as a document search). The result is already in
-    front of them, so the loop goes on to the answer instead.
+    front of them, so the loop goes on to the answer instead. A call that failed is run once
+    more (the failure may have been passing), but not a third time: asked to write to the
+    database, SmolLM2-135M sent the same refused INSERT until the step limit.
     """
     if not reply.tool_calls:
         return reply
     for call in reply.tool_calls:
         args = call["args"]
-        if not any(
-            run["ok"] and run["args"] == args and _same_json(run["args"], args) for run in runs
-        ):
+        same = [run for run in runs if run["args"] == args and _same_json(run["args"], args)]
+        if any(run["ok"] for run in same):
+            continue
+        failed = [run for run in same if run["name"] == call["name"]]
+        if len(failed) < FAILED_REPEATS:
             return reply
     return AIMessage(content="DONE (repeated a call that was already answered)", id=reply.id)
 

@@ -307,6 +307,17 @@ def test_a_repeated_failed_call_is_run_again() -> None:
     assert [m.status for m in tool_messages(state)] == ["error", "error"]
 
 
+def test_a_call_that_failed_twice_is_not_run_a_third_time() -> None:
+    model = ScriptedChatModel().enqueue_text("1. sql_query")
+    for _ in range(3):  # the third is not run: the loop goes to the answer
+        model.enqueue_tool_call("sql_query", {"query": "INSERT INTO ducks VALUES (1)"})
+    model.enqueue_text("I cannot change the database.")
+    state = run(model, "Add a duck")
+    assert [m.status for m in tool_messages(state)] == ["error", "error"]  # refused twice
+    assert state["steps"] == 2 and state["partial"] is False
+    assert state["messages"][-1].content == "I cannot change the database."
+
+
 def test_the_same_arguments_pasted_into_another_tool_go_to_the_answer() -> None:
     model = (
         ScriptedChatModel()
