@@ -161,10 +161,10 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
     from langchain_ollama import ChatOllama
 
     from ollagraph.agents.engine.gguf import gguf_info
-    from ollagraph.agents.engine.llama_backend import (
-        _model_params,
+    from ollagraph.agents.engine.llama_setup import (
         default_threads,
         flash_attention,
+        model_params,
         use_extra_buffers,
     )
     from ollagraph.agents.engine.registry import SMOLLM2, bundled_models
@@ -185,7 +185,7 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
         )
         # the engine's load parameters: llama.cpp's extra weight buffers are off on CPUs that
         # advertise AMX (some VMs do without allowing it, and the load crashes)
-        with _model_params(use_extra_buffers()):
+        with model_params(use_extra_buffers()):
             peer = llama_cpp.Llama(
                 model_path=str(gguf),
                 n_ctx=NUM_CTX,
@@ -223,6 +223,22 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
     pieces = f"{med(ours['plain'], 2):.0f} vs {med(peer_runs, 2):.0f} pieces streamed"
     quant = gguf_info(gguf).quantization
     setup = f"SmolLM2-135M {quant} GGUF, {threads} threads, {tokens} tokens, median of {repeats}"
+
+    def ttft_row(kind: str, ours_key: str, peer_key: str, note: str) -> dict[str, Any]:
+        return row(
+            "engine",
+            f"time to first token{kind}: `agent serve` + ChatOllama vs llama-cpp-python direct "
+            f"(SmolLM2-135M {quant} GGUF, {threads} threads, requests of {TTFT_TOKENS} tokens, "
+            f"median of {ttft_repeats})",
+            median(ttft[ours_key]) * 1000,
+            median(ttft[peer_key]) * 1000,
+            "ms",
+            better="lower",
+            target=1 / TARGET,
+            target_text=f"≤ {1 / TARGET:.2f}×",
+            note=note,
+        )
+
     return [
         row(
             "engine",
@@ -234,32 +250,18 @@ def run(tokens: int = 128, repeats: int = 5, threads: int = 0) -> list[dict[str,
             target=TARGET,
             note=pieces,
         ),
-        row(
-            "engine",
-            "time to first token: `agent serve` + ChatOllama vs llama-cpp-python direct "
-            f"(SmolLM2-135M {quant} GGUF, {threads} threads, requests of {TTFT_TOKENS} tokens, "
-            f"median of {ttft_repeats})",
-            median(ttft["ours"]) * 1000,
-            median(ttft["peer"]) * 1000,
-            "ms",
-            better="lower",
-            target=1 / TARGET,
-            target_text=f"≤ {1 / TARGET:.2f}×",
-            note="the same prompt each time: llama.cpp finds all of it cached and reads only its "
-            "last token",
+        ttft_row(
+            "",
+            "ours",
+            "peer",
+            "the same prompt each time: llama.cpp finds all of it cached "
+            "and reads only its last token",
         ),
-        row(
-            "engine",
-            "time to first token, a new question each request: `agent serve` + ChatOllama vs "
-            f"llama-cpp-python direct (SmolLM2-135M {quant} GGUF, {threads} threads, requests of "
-            f"{TTFT_TOKENS} tokens, median of {ttft_repeats})",
-            median(ttft["ours_new"]) * 1000,
-            median(ttft["peer_new"]) * 1000,
-            "ms",
-            better="lower",
-            target=1 / TARGET,
-            target_text=f"≤ {1 / TARGET:.2f}×",
-            note="both sides read the prompt from the user's turn on (the system turn is cached)",
+        ttft_row(
+            ", a new question each request",
+            "ours_new",
+            "peer_new",
+            "both sides read the prompt from the user's turn on (the system turn is cached)",
         ),
         row(
             "engine",

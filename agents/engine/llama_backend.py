@@ -19,7 +19,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import json
-import os
 import random
 import re
 import threading
@@ -32,6 +31,13 @@ from typing import Any
 
 from ollagraph.agents.engine.compute import ComputeThread
 from ollagraph.agents.engine.gguf import GGUFInfo, gguf_info
+from ollagraph.agents.engine.llama_setup import (
+    default_threads,
+    flash_attention,
+    llama_cpp_module,
+    model_params,
+    use_extra_buffers,
+)
 from ollagraph.agents.engine.lora import LoraAdapter, apply_adapters
 from ollagraph.agents.engine.protocol import APIError, GenerationOptions, fit_chat
 from ollagraph.agents.engine.registry import PLAIN_TEMPLATE
@@ -68,105 +74,6 @@ class Finished:
     eval_duration: float
 
 
-def _llama_cpp() -> Any:
-    """Import llama_cpp, with a clear error if it is missing."""
-    try:
-        import llama_cpp
-    except ImportError:
-        raise APIError(
-            500,
-            "llama-cpp-python is not installed; the embedded engine needs it for GGUF models "
-            "(pip install llama-cpp-python)",
-        ) from None
-    return llama_cpp
-
-
-def flash_attention() -> bool:
-    """Whether llama.cpp computes attention with flash attention: `$OLLAMA_FLASH_ATTENTION`.
-
-    Off unless set to 1 (as in Ollama). Measured on a 2-core CPU with SmolLM2-135M, both ways
-    in turn: 135 instead of 112 tokens/s, a 23-token prompt read in 89 ms instead of 108, at
-    0.46% higher perplexity (its kernel accumulates in half precision), hence not the default.
-    """
-    value = os.environ.get("OLLAMA_FLASH_ATTENTION", "").strip().lower()
-    return value in ("1", "true", "yes", "on")
-
-
-def default_threads() -> int:
-    """CPU threads for llama.cpp: `$OLLAGRAPH_ENGINE_THREADS`, else the physical cores.
-
-    Ollama also uses one thread per physical core; hyperthreads slow llama.cpp down.
-    """
-    configured = os.environ.get("OLLAGRAPH_ENGINE_THREADS", "").strip()
-    if configured.isdigit() and int(configured) > 0:
-        return int(configured)
-    cores: set[tuple[str, str]] = set()
-    physical = core = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key.strip() == "physical id":
-                    physical = value.strip()
-                elif key.strip() == "core id":
-                    core = value.strip()
-                    cores.add((physical, core))
-    except OSError:
-        pass
-    return len(cores) or os.cpu_count() or 1
-
-
-def _cpu_has_amx() -> bool:
-    """Whether the CPU advertises Intel AMX (tile) instructions."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return "amx_tile" in line.split()
-    except OSError:
-        return False
-    return False
-
-
-def use_extra_buffers() -> bool:
-    """Whether llama.cpp may use its extra weight buffers (repacking, AMX).
-
-    A llama.cpp built for the local CPU uses AMX when the CPU advertises it, and some virtual
-    machines advertise AMX without enabling it, which crashes the process (SIGSEGV in
-    `ggml_backend_amx_mul_mat`). So extra buffers are off on AMX CPUs unless
-    `OLLAGRAPH_ENGINE_EXTRA_BUFFERS=1`; `=0` turns them off everywhere.
-    """
-    setting = os.environ.get("OLLAGRAPH_ENGINE_EXTRA_BUFFERS", "").strip().lower()
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    if setting in ("0", "false", "no", "off"):
-        return False
-    return not _cpu_has_amx()
-
-
-@contextlib.contextmanager
-def _model_params(extra_buffers: bool) -> Iterator[None]:
-    """Make `Llama(...)` load with `use_extra_bufts` set (its constructor has no argument)."""
-    _llama_cpp()
-    if extra_buffers:
-        yield
-        return
-    import llama_cpp.llama_cpp as bindings  # what `Llama.__init__` calls
-
-    original = bindings.llama_model_default_params
-
-    def params() -> Any:
-        value = original()
-        value.use_extra_bufts = False
-        return value
-
-    bindings.llama_model_default_params = params
-    try:
-        yield
-    finally:
-        bindings.llama_model_default_params = original
-
-
 # llama-cpp-python's schema converter lets raw control characters (newlines) into strings,
 # which makes invalid JSON; llama.cpp's own converter (what Ollama uses) excludes them.
 _CHAR_RULE = re.compile(r"^char ::= .*$", re.MULTILINE)
@@ -201,7 +108,7 @@ def build_grammar(format_value: Any) -> Any:
         return None
     if not (format_value == "json" or isinstance(format_value, Mapping)):
         raise APIError(400, f'invalid format {format_value!r}: use "json" or a JSON schema')
-    _llama_cpp()
+    llama_cpp_module()
     from llama_cpp.llama_grammar import LlamaGrammar
 
     try:
@@ -304,11 +211,11 @@ class LlamaRunner:
         """Load the weights (if not loaded) and return the seconds it took."""
         if self._llm is not None:
             return 0.0
-        llama_cpp = _llama_cpp()
+        llama_cpp = llama_cpp_module()
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         started = time.perf_counter()
-        with _LOAD_LOCK, _model_params(use_extra_buffers()):
+        with _LOAD_LOCK, model_params(use_extra_buffers()):
             try:
                 llm = llama_cpp.Llama(
                     model_path=str(self.path),
@@ -463,7 +370,7 @@ class LlamaRunner:
         grammar: Any = None,
     ) -> Iterator[Piece | Finished]:
         self.load()
-        llama_cpp = _llama_cpp()
+        llama_cpp = llama_cpp_module()
         llm = self._llm
         seed = options.seed if options.seed >= 0 else random.randint(0, 2**31 - 1)
         llm.set_seed(seed)
@@ -558,7 +465,7 @@ def _settle_prefix(llm: Any, prompt_tokens: list[int]) -> None:
 
 def _prefix_tokenizer(llm: Any, vocab: Any) -> PrefixTokenizer:
     """A tokenizer for `llm` that reuses the tokens of recent prompts' prefixes (`tokens`)."""
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_module()
     splits = (
         llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
         | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
@@ -588,7 +495,7 @@ def token_piece(vocab: Any, token: int, *, special: bool = True) -> bytes:
     """
     import ctypes
 
-    llama_cpp = _llama_cpp()
+    llama_cpp = llama_cpp_module()
     size = 64
     while True:
         buffer = ctypes.create_string_buffer(size)

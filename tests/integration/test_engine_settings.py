@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ollagraph.agents.engine.llama_backend import LlamaRunner, Piece, flash_attention
+from ollagraph.agents.engine.llama_backend import LlamaRunner, Piece
+from ollagraph.agents.engine.llama_setup import flash_attention
 from ollagraph.agents.engine.protocol import GenerationOptions
 from ollagraph.agents.engine.registry import SMOLLM2, bundled_models
 
