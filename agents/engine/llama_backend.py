@@ -238,13 +238,12 @@ class LlamaRunner:
         bos = llm.token_bos()
 
         def token_text(token: int) -> str:
-            if token < 0:
-                return ""
-            return bytes(llm.detokenize([token], special=True)).decode("utf-8", "replace")
+            return token_piece(vocab, token).decode("utf-8", "replace") if token >= 0 else ""
 
+        bos_text = token_text(bos)
         template = chat_template_for(self.info) or PLAIN_TEMPLATE
         self._formatter = Jinja2ChatFormatter(
-            template=template, eos_token=token_text(eos), bos_token=token_text(bos)
+            template=template, eos_token=token_text(eos), bos_token=bos_text
         )
         stop_ids = {eos} if eos >= 0 else set()
         for text in ("<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
@@ -254,7 +253,7 @@ class LlamaRunner:
                     stop_ids.add(tokens[0])
         self._stop_ids = stop_ids
         self._vocab = vocab
-        self._bos_text = token_text(bos)
+        self._bos_text = bos_text
         self._tokens = _prefix_tokenizer(llm, vocab)
         self._llm = llm
         self.load_seconds = time.perf_counter() - started
